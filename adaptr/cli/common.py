@@ -1,0 +1,48 @@
+"""Shared CLI plumbing: the lazily opened registry, JSON output, tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from ..registry import Registry
+
+
+@dataclass
+class State:
+    registry_path: str | None = None
+    debug: bool = False
+    _registry: Registry | None = field(default=None, repr=False)
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry.discover(self.registry_path)
+        return self._registry
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def echo_json(value: Any) -> None:
+    """Data goes to stdout; diagnostics go to stderr."""
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def echo_err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)

@@ -1,0 +1,5 @@
+"""Registry commands (placeholder: being written)."""
+
+
+def register(cli):
+    pass

@@ -1,0 +1,125 @@
+"""The plugin manager: built-in plugins first, under their entry-point names, then entry points.
+
+``ADAPTR_LOAD_PLUGINS`` (comma-separated entry-point names, may be empty) restricts what loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConflictError, NotFoundError
+
+GROUP = "adaptr"
+BUILTIN_PLUGINS = ("sft", "dpo", "resume", "merge")  # entry-point name == adaptr_<name> package
+_BUILTIN_EXECUTORS = "adaptr.executors"
+
+pm = pluggy.PluginManager(GROUP)
+pm.add_hookspecs(hookspecs)
+_loaded = False
+
+
+def _allowed() -> set[str] | None:
+    raw = os.environ.get("ADAPTR_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def load_plugins() -> pluggy.PluginManager:
+    """Register built-ins, then outside entry points; safe to call many times."""
+    global _loaded
+    if _loaded:
+        return pm
+    _loaded = True
+    allowed = _allowed()
+    pm.register(importlib.import_module(_BUILTIN_EXECUTORS), name="adaptr.executors")
+    for name in BUILTIN_PLUGINS:
+        if (allowed is None or name in allowed) and pm.get_plugin(name) is None:
+            pm.register(importlib.import_module(f"adaptr_{name}"), name=name)
+    for ep in importlib.metadata.entry_points(group=GROUP):
+        if (allowed is not None and ep.name not in allowed) or pm.get_plugin(ep.name) is not None:
+            continue  # pluggy's rule: a name registered first (the built-in) wins
+        pm.register(ep.load(), name=ep.name)
+    return pm
+
+
+def plugin_name(plugin: Any) -> str:
+    return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
+
+
+@dataclass
+class _Collected:
+    items: dict[str, Any] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+
+
+def _collect(hook_name: str, what: str) -> _Collected:
+    """Call a ``register_*`` hook on each plugin; two plugins claiming one name is an error."""
+    load_plugins()
+    collected = _Collected()
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        owner = plugin_name(impl.plugin)
+
+        def register(item, _owner=owner):
+            name = item.name
+            if name in collected.items:
+                raise ConflictError(
+                    f"{what} {name!r} is registered by two plugins: {collected.owners[name]} and {_owner}",
+                    f"uninstall one of them, or restrict loading with ADAPTR_LOAD_PLUGINS")
+            item.plugin = _owner
+            collected.items[name] = item
+            collected.owners[name] = _owner
+
+        impl.function(register=register)
+    return collected
+
+
+def stages() -> dict:
+    """Every registered stage, by name."""
+    return _collect("register_stages", "stage").items
+
+
+def get_stage(name: str):
+    found = stages()
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise NotFoundError(f"unknown stage {name!r} (installed: {known})",
+                            "install the plugin that provides it; `adaptr plugins` lists what is loaded")
+    return found[name]
+
+
+def executors() -> dict:
+    return _collect("register_executors", "executor").items
+
+
+def get_executor(name: str):
+    found = executors()
+    if name not in found:
+        raise NotFoundError(f"unknown executor {name!r} (installed: {', '.join(sorted(found))})",
+                            "choose one of the installed executors")
+    return found[name]
+
+
+def describe() -> list[dict]:
+    """One entry per loaded plugin: name, stages, executors, hooks it implements."""
+    load_plugins()
+    stage_owner = {s.name: s.plugin for s in stages().values()}
+    exec_owner = {e.name: e.plugin for e in executors().values()}
+    out = []
+    for name, plugin in sorted(pm.list_name_plugin()):
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        out.append({
+            "name": name,
+            "module": getattr(plugin, "__name__", repr(plugin)),
+            "stages": sorted(s for s, owner in stage_owner.items() if owner == name),
+            "executors": sorted(e for e, owner in exec_owner.items() if owner == name),
+            "hooks": hooks,
+        })
+    return out
