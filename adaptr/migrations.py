@@ -1,10 +1,49 @@
-"""The registry schema, as sqlite-utils migrations. Never edit a released migration: add one."""
+"""The registry schema, as sqlite-utils migrations. Never edit a released migration: add one.
+
+A migration is a function ``mNNN_what(db)`` decorated with ``@migration``; they run in the order
+they are defined, each in one transaction, recorded in ``_sqlite_migrations`` (set ``adaptr``).
+The sqlite-utils ``Migrations`` object (``migrations.migrations``) is built on first use, so that
+opening an up-to-date registry, which only compares names, never imports sqlite-utils.
+"""
 
 from __future__ import annotations
 
-from ._sqlite import Migrations
+import sqlite3
+from typing import Callable
 
-migrations = Migrations("adaptr")
+MIGRATION_SET = "adaptr"
+_steps: list[Callable] = []
+
+
+def migration(fn: Callable) -> Callable:
+    _steps.append(fn)
+    return fn
+
+
+def names() -> list[str]:
+    return [fn.__name__ for fn in _steps]
+
+
+def pending_names(conn: sqlite3.Connection) -> list[str]:
+    """Migrations not yet applied to the database behind ``conn`` (read-only)."""
+    try:
+        applied = {row[0] for row in conn.execute(
+            "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET])}
+    except sqlite3.OperationalError:  # no migrations table yet: a new database
+        applied = set()
+    return [name for name in names() if name not in applied]
+
+
+def __getattr__(attribute: str):
+    if attribute != "migrations":
+        raise AttributeError(attribute)
+    from ._sqlite import Migrations
+
+    built = Migrations(MIGRATION_SET)
+    for fn in _steps:
+        built()(fn)
+    globals()["migrations"] = built
+    return built
 
 
 def _run_script(db, script: str) -> None:
@@ -15,7 +54,7 @@ def _run_script(db, script: str) -> None:
             db.execute(statement)
 
 
-@migrations()
+@migration
 def m001_initial(db):
     _run_script(db, """
         CREATE TABLE nodes (
@@ -57,9 +96,14 @@ def m001_initial(db):
             created_at TEXT NOT NULL,
             UNIQUE (name, version)
         );
-        CREATE INDEX adapters_base ON adapters(base_id);
-        CREATE INDEX adapters_stage ON adapters(stage);
-        CREATE INDEX adapters_created ON adapters(created_at);
+        CREATE INDEX adapters_created ON adapters(created_at, id);
+        CREATE INDEX adapters_base ON adapters(base_id, created_at, id);
+        CREATE INDEX adapters_stage ON adapters(stage, created_at, id);
+        -- the highest version ever given to each name: a removed version's number is never reused
+        CREATE TABLE adapter_names (
+            name TEXT PRIMARY KEY,
+            last_version INTEGER NOT NULL
+        );
         CREATE TABLE edges (
             child INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
             parent INTEGER NOT NULL REFERENCES nodes(id),
@@ -76,6 +120,7 @@ def m001_initial(db):
             created_at TEXT NOT NULL,
             PRIMARY KEY (name, alias)
         );
+        CREATE INDEX aliases_adapter ON aliases(adapter_id);
         CREATE TABLE runs (
             id TEXT PRIMARY KEY,
             stage TEXT NOT NULL,
@@ -100,6 +145,7 @@ def m001_initial(db):
             ended_at TEXT
         );
         CREATE INDEX runs_status ON runs(status);
+        CREATE INDEX runs_created ON runs(created_at);
         CREATE TABLE checkpoints (
             run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
             step INTEGER NOT NULL,

@@ -1,6 +1,10 @@
 """The plugin manager: built-in plugins first, under their entry-point names, then entry points.
 
 ``ADAPTR_LOAD_PLUGINS`` (comma-separated entry-point names, may be empty) restricts what loads.
+``ADAPTR_EXTRA_PLUGINS`` (comma-separated importable module names) registers modules that have no
+entry point, each under its module name: for trying a plugin out, and for the test suite's
+test-only stages (detached runs are new processes, so an in-process registration would not reach
+them).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, NotFoundError, UsageError
 
 GROUP = "adaptr"
 BUILTIN_PLUGINS = ("sft", "dpo", "resume", "merge")  # entry-point name == adaptr_<name> package
@@ -47,7 +51,23 @@ def load_plugins() -> pluggy.PluginManager:
         if (allowed is not None and ep.name not in allowed) or pm.get_plugin(ep.name) is not None:
             continue  # pluggy's rule: a name registered first (the built-in) wins
         pm.register(ep.load(), name=ep.name)
+    for module_name in _extra_modules():
+        if pm.get_plugin(module_name) is None:
+            pm.register(_import_extra(module_name), name=module_name)
     return pm
+
+
+def _import_extra(module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"ADAPTR_EXTRA_PLUGINS names {module_name!r}, which cannot be imported ({exc})",
+                         "fix the module name, or add its directory to PYTHONPATH") from None
+
+
+def _extra_modules() -> list[str]:
+    raw = os.environ.get("ADAPTR_EXTRA_PLUGINS", "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
 
 
 def plugin_name(plugin: Any) -> str:

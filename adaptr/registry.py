@@ -1,9 +1,10 @@
 """The registry: bases, adapter versions, lineage, runs, checkpoints and metrics in one SQLite file.
 
-Opened through sqlite-utils (WAL, ``busy_timeout``, foreign keys on); the schema comes only from
-``migrations.py``. Every write goes through :meth:`Registry.write`, which starts with
-``BEGIN IMMEDIATE`` so that concurrent read-then-write transactions queue instead of failing with
-"database is locked".
+Plain SQLite (WAL, ``busy_timeout``, foreign keys on): reads use the ``sqlite3`` connection,
+writes and migrations go through sqlite-utils; the schema comes only from ``migrations.py``.
+Every write goes through :meth:`Registry.write`, which starts with ``BEGIN IMMEDIATE`` so that
+concurrent read-then-write transactions queue instead of failing with "database is locked".
+Layout, schema and guarantees: docs/registry.md.
 """
 
 from __future__ import annotations
@@ -14,20 +15,25 @@ import json
 import os
 import secrets
 import sqlite3
+import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+from . import migrations as migrations_mod
 from . import store as store_mod
-from ._sqlite import Database
 from .errors import ConflictError, NotFoundError, UsageError
-from .migrations import migrations
 from .refs import check_adapter_name, check_name, format_ref, parse_ref
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 DB_NAME = "adaptr.db"
 DEFAULT_DIR = "registry"
 RELATIONS = ("continued", "merged", "stacked")
+BASE_RELATION = "base"  # pseudo-relation of an adapter to its base, in lineage walks only
 BUSY_TIMEOUT_MS = 30_000
 _CRASH_ENV = "ADAPTR_TEST_CRASH_AT"
+_HANG_ENV = "ADAPTR_TEST_HANG_AT"
 
 
 def now() -> str:
@@ -35,9 +41,13 @@ def now() -> str:
 
 
 def crash_point(name: str) -> None:
-    """Let tests kill the process at a named point (``ADAPTR_TEST_CRASH_AT=name``)."""
+    """Let tests kill the process at a named point (``ADAPTR_TEST_CRASH_AT=name``), or hold it
+    there (``ADAPTR_TEST_HANG_AT=name``) until the test kills it with a signal."""
     if os.environ.get(_CRASH_ENV) == name:
         os._exit(70)
+    if os.environ.get(_HANG_ENV) == name:
+        while True:
+            time.sleep(3600)
 
 
 def _json(text: str | None) -> Any:
@@ -53,20 +63,46 @@ class Registry:
         self.store = store_mod.ArtifactStore(self.root)
         conn = sqlite3.connect(str(self.db_path), timeout=BUSY_TIMEOUT_MS / 1000)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        try:
+            journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        except sqlite3.DatabaseError as exc:  # "file is not a database"
+            conn.close()
+            raise UsageError(f"{self.db_path} is not an adaptr registry ({exc})",
+                             "point --registry at a directory made by `adaptr init`") from None
+        # Switching to WAL takes an exclusive lock; skip it when the file is already in WAL mode.
+        if journal_mode.lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")
-        self.db = Database(conn, execute_plugins=False)
-        if migrations.pending(self.db):
+        self.conn = conn
+        self._db: Database | None = None
+        if migrations_mod.pending_names(conn):
             with self.write():
-                migrations.apply(self.db)
+                migrations_mod.migrations.apply(self.db)
+
+    @property
+    def db(self) -> Database:
+        """The sqlite-utils view of the connection, for writes and migrations.
+
+        Imported on first use: sqlite-utils costs about half of `adaptr ls`'s start-up, and read
+        paths use the plain ``conn`` (see docs/performance.md).
+        """
+        if self._db is None:
+            from ._sqlite import Database
+
+            self._db = Database(self.conn, execute_plugins=False)
+        return self._db
 
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
     def init(cls, directory: Path | str = DEFAULT_DIR) -> "Registry":
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the registry directory {directory} ({exc.strerror})",
+                             "choose a directory you can write to") from None
         return cls(directory / DB_NAME)
 
     @classmethod
@@ -97,7 +133,7 @@ class Registry:
         return None
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
 
     def __enter__(self) -> "Registry":
         return self
@@ -110,7 +146,10 @@ class Registry:
     @contextlib.contextmanager
     def write(self) -> Iterator[Database]:
         """One write transaction, started with BEGIN IMMEDIATE; nested calls join it."""
-        conn = self.db.conn
+        if os.environ.get("RANK", "0") != "0":
+            # In a multi-process launch only rank 0 records anything (see stages.process_rank).
+            raise RuntimeError("registry writes are reserved to rank 0 of a multi-process run")
+        conn = self.conn
         if conn.in_transaction:
             yield self.db
             return
@@ -123,10 +162,13 @@ class Registry:
         conn.execute("COMMIT")
 
     def query(self, sql: str, params: Iterable | dict = ()) -> list[dict]:
-        return [dict(row) for row in self.db.query(sql, params)]
+        """Rows of a read query as dicts (plain sqlite3: no sqlite-utils import on read paths)."""
+        cursor = self.conn.execute(sql, params)
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor]
 
     def _node(self, kind: str) -> int:
-        return self.db.execute("INSERT INTO nodes (kind) VALUES (?)", [kind]).lastrowid
+        return self.conn.execute("INSERT INTO nodes (kind) VALUES (?)", [kind]).lastrowid
 
     # -- bases -----------------------------------------------------------------------------
 
@@ -137,7 +179,7 @@ class Registry:
         check_name(name, "base name")
         info = info or {}
         with self.write():
-            if self.db.execute("SELECT 1 FROM bases WHERE name = ?", [name]).fetchone():
+            if self.conn.execute("SELECT 1 FROM bases WHERE name = ?", [name]).fetchone():
                 raise ConflictError(f"base {name!r} already exists",
                                     "choose another name, or see it with `adaptr base ls`")
             node = self._node("base")
@@ -191,27 +233,57 @@ class Registry:
             self._check_relation(relation)
         digest = store_mod.seal(Path(staged))
         with self.write():
-            version = self.db.execute(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM adapters WHERE name = ?", [name]
-            ).fetchone()[0]
+            version = self._next_version(name)
             final = self.root / "adapters" / name / f"v{version}"
-            if final.exists():  # left by a crash between placing files and recording the row
-                store_mod.shutil.rmtree(final)
-            self.store.place(Path(staged), final)
-            crash_point("after-place")
-            node = self._node("adapter")
-            self.db["adapters"].insert({
-                "id": node, "name": name, "version": version, "base_id": base_row["id"],
-                "stage": stage, "status": "ready", "path": self.store.relative(final),
-                "sha256": digest, "run_id": run_id, "config": json.dumps(config or {}),
-                "record": json.dumps(record or {}), "metrics": json.dumps(metrics or {}),
-                "created_at": now(),
-            })
-            self._add_edges(node, parents)
-            if run_id:
-                self.db.execute("UPDATE runs SET output_kind = 'adapter', output_id = ? WHERE id = ?",
-                                [node, run_id])
+            with self._placed(Path(staged), final):
+                node = self._node("adapter")
+                self.db["adapters"].insert({
+                    "id": node, "name": name, "version": version, "base_id": base_row["id"],
+                    "stage": stage, "status": "ready", "path": self.store.relative(final),
+                    "sha256": digest, "run_id": run_id, "config": json.dumps(config or {}),
+                    "record": json.dumps(record or {}), "metrics": json.dumps(metrics or {}),
+                    "created_at": now(),
+                })
+                self._add_edges(node, parents)
+                if run_id:
+                    self.conn.execute(
+                        "UPDATE runs SET output_kind = 'adapter', output_id = ? WHERE id = ?",
+                        [node, run_id])
         return self.adapter_by_id(node)
+
+    def _next_version(self, name: str) -> int:
+        """Reserve the next version number of ``name`` (inside the caller's write transaction).
+
+        Numbers come from a counter rather than ``MAX(version)``, so removing the newest version
+        never hands its number to different weights (a pushed ``vN`` tag stays unambiguous).
+        """
+        row = self.conn.execute(
+            "SELECT MAX(COALESCE((SELECT last_version FROM adapter_names WHERE name = :n), 0), "
+            "COALESCE((SELECT MAX(version) FROM adapters WHERE name = :n), 0)) + 1", {"n": name}
+        ).fetchone()
+        version = row[0]
+        self.conn.execute(
+            "INSERT INTO adapter_names (name, last_version) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version", [name, version])
+        return version
+
+    @contextlib.contextmanager
+    def _placed(self, staged: Path, final: Path) -> Iterator[Path]:
+        """Move ``staged`` to ``final`` for the rows recorded in the block; undo it if they fail.
+
+        Must run inside :meth:`write`: the rows and the directory then appear together.
+        """
+        if final.exists():  # left by a crash between placing files and recording the row
+            store_mod.shutil.rmtree(final)
+        self.store.place(staged, final)
+        crash_point("after-place")
+        try:
+            yield final
+        except BaseException:
+            doomed = self._move_to_trash(final)
+            if doomed:
+                store_mod.shutil.rmtree(doomed, ignore_errors=True)
+            raise
 
     def publish_base(self, staged: Path, *, name: str, source: str, parents=(), info=None,
                      record=None) -> dict:
@@ -221,14 +293,11 @@ class Registry:
         info["sha256"] = store_mod.seal(Path(staged))
         final = self.root / "bases" / name
         with self.write():
-            if self.db.execute("SELECT 1 FROM bases WHERE name = ?", [name]).fetchone():
+            if self.conn.execute("SELECT 1 FROM bases WHERE name = ?", [name]).fetchone():
                 raise ConflictError(f"base {name!r} already exists", "choose another --name")
-            if final.exists():
-                store_mod.shutil.rmtree(final)
-            self.store.place(Path(staged), final)
-            crash_point("after-place")
-            return self.add_base(name, source=source, source_kind="derived", path=final,
-                                 owned=True, info=info, record=record, parents=parents)
+            with self._placed(Path(staged), final):
+                return self.add_base(name, source=source, source_kind="derived", path=final,
+                                     owned=True, info=info, record=record, parents=parents)
 
     def _check_relation(self, relation: str) -> None:
         if relation not in RELATIONS:
@@ -246,17 +315,30 @@ class Registry:
         if parsed.alias:
             sql = ("SELECT a.id FROM aliases al JOIN adapters a ON a.id = al.adapter_id "
                    "WHERE al.name = ? AND al.alias = ?")
-            row = self.db.execute(sql, [parsed.name, parsed.alias]).fetchone()
+            row = self.conn.execute(sql, [parsed.name, parsed.alias]).fetchone()
         elif parsed.version is not None:
-            row = self.db.execute("SELECT id FROM adapters WHERE name = ? AND version = ?",
-                                  [parsed.name, parsed.version]).fetchone()
+            row = self.conn.execute("SELECT id FROM adapters WHERE name = ? AND version = ?",
+                                    [parsed.name, parsed.version]).fetchone()
         else:
-            row = self.db.execute("SELECT id FROM adapters WHERE name = ? ORDER BY version DESC LIMIT 1",
-                                  [parsed.name]).fetchone()
+            row = self.conn.execute(
+                "SELECT id FROM adapters WHERE name = ? ORDER BY version DESC LIMIT 1", [parsed.name]
+            ).fetchone()
         if row is None:
-            raise NotFoundError(f"unknown adapter ref {ref!r}",
-                                "list versions with `adaptr ls`; refs look like sft-v2, sft or sft@prod")
+            raise self._unknown_ref(ref, parsed.name)
         return self.adapter_by_id(row[0])
+
+    def _unknown_ref(self, ref: str, name: str) -> NotFoundError:
+        """The error for a ref that names nothing; the hint lists what ``name`` does have."""
+        versions = [r[0] for r in self.conn.execute(
+            "SELECT version FROM adapters WHERE name = ? ORDER BY version", [name])]
+        if not versions:
+            return NotFoundError(f"unknown adapter ref {ref!r}",
+                                 "list versions with `adaptr ls`; refs look like sft-v2, sft or sft@prod")
+        shown = ("..., " if len(versions) > 5 else "") + ", ".join(f"v{v}" for v in versions[-5:])
+        aliases = [r[0] for r in self.conn.execute(
+            "SELECT alias FROM aliases WHERE name = ? ORDER BY alias", [name])]
+        more = f"; aliases: {', '.join(aliases)}" if aliases else ""
+        return NotFoundError(f"unknown adapter ref {ref!r}", f"{name} has versions {shown}{more}")
 
     def adapter_by_id(self, node_id: int) -> dict:
         rows = self._adapter_rows("WHERE a.id = ?", [node_id])
@@ -281,13 +363,13 @@ class Registry:
         return self._adapter_rows(where + tail, params)
 
     def count_adapters(self, *, base: str | None = None, stage: str | None = None) -> int:
-        sql = "SELECT COUNT(*) FROM adapters a JOIN bases b ON b.id = a.base_id WHERE 1=1"
-        params = []
+        # No join: the count then runs on the smallest index (a join would visit every row twice).
+        sql, params = "SELECT COUNT(*) FROM adapters WHERE 1=1", []
         if base:
-            sql, params = sql + " AND b.name = ?", params + [base]
+            sql, params = sql + " AND base_id = (SELECT id FROM bases WHERE name = ?)", params + [base]
         if stage:
-            sql, params = sql + " AND a.stage = ?", params + [stage]
-        return self.db.execute(sql, params).fetchone()[0]
+            sql, params = sql + " AND stage = ?", params + [stage]
+        return self.conn.execute(sql, params).fetchone()[0]
 
     def _adapter_rows(self, tail: str, params: list) -> list[dict]:
         sql = ("SELECT a.*, b.name AS base FROM adapters a JOIN bases b ON b.id = a.base_id " + tail)
@@ -313,7 +395,7 @@ class Registry:
             return {}
         marks = ",".join("?" * len(ids))
         out: dict[int, list[str]] = {}
-        for row in self.db.execute(
+        for row in self.conn.execute(
                 f"SELECT adapter_id, alias FROM aliases WHERE adapter_id IN ({marks}) ORDER BY alias", ids):
             out.setdefault(row[0], []).append(row[1])
         return out
@@ -329,7 +411,7 @@ class Registry:
             LEFT JOIN adapters a ON a.id = e.parent LEFT JOIN bases b ON b.id = e.parent
             WHERE e.child IN ({marks}) ORDER BY e.child, e.position"""
         out: dict[int, list[dict]] = {}
-        for child, relation, params, kind, node_id, a_name, a_version, b_name in self.db.execute(sql, ids):
+        for child, relation, params, kind, node_id, a_name, a_version, b_name in self.conn.execute(sql, ids):
             ref = format_ref(a_name, a_version) if kind == "adapter" else b_name
             out.setdefault(child, []).append(
                 {"ref": ref, "kind": kind, "relation": relation, "params": _json(params)})
@@ -339,28 +421,31 @@ class Registry:
         """An adapter by ref, or else a base by name (for lineage, which spans both)."""
         try:
             return self.resolve(ref_or_base)
-        except NotFoundError:
+        except NotFoundError as exc:
             rows = self.query("SELECT * FROM bases WHERE name = ?", [ref_or_base])
             if rows:
                 return self._base_dict(rows[0])
-            raise
+            if "has versions" in (exc.hint or ""):
+                raise
+            raise NotFoundError(f"no adapter ref or base named {ref_or_base!r}",
+                                "list versions with `adaptr ls` and bases with `adaptr base ls`") from None
 
     def children(self, node_id: int) -> list[dict]:
         return self.query("SELECT child, relation FROM edges WHERE parent = ?", [node_id])
 
     def remove_adapter(self, ref: str, *, force: bool = False) -> dict:
         """Delete a version's row and its files together; refuse if it has children unless forced."""
-        adapter = self.resolve(ref)
         with self.write():
+            adapter = self.resolve(ref)  # inside the transaction: nothing can change it meanwhile
             kids = self.children(adapter["id"])
             if kids and not force:
                 raise ConflictError(
                     f"{adapter['ref']} has {len(kids)} child version(s) in its lineage",
                     "remove the children first, or pass --force to cut their lineage edges")
-            self.db.execute("DELETE FROM edges WHERE parent = ?", [adapter["id"]])
-            self.db.execute("UPDATE runs SET output_id = NULL WHERE output_id = ?", [adapter["id"]])
-            self.db.execute("DELETE FROM adapters WHERE id = ?", [adapter["id"]])
-            self.db.execute("DELETE FROM nodes WHERE id = ?", [adapter["id"]])
+            self.conn.execute("DELETE FROM edges WHERE parent = ?", [adapter["id"]])
+            self.conn.execute("UPDATE runs SET output_id = NULL WHERE output_id = ?", [adapter["id"]])
+            self.conn.execute("DELETE FROM adapters WHERE id = ?", [adapter["id"]])
+            self.conn.execute("DELETE FROM nodes WHERE id = ?", [adapter["id"]])
             doomed = self._move_to_trash(Path(adapter["path"]))
         if doomed:
             store_mod.shutil.rmtree(doomed, ignore_errors=True)
@@ -381,7 +466,7 @@ class Registry:
         check_name(alias, "alias")
         adapter = self.resolve(ref)
         with self.write():
-            self.db.execute(
+            self.conn.execute(
                 "INSERT INTO aliases (name, alias, adapter_id, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name, alias) DO UPDATE SET adapter_id = excluded.adapter_id, "
                 "created_at = excluded.created_at",
@@ -392,39 +477,82 @@ class Registry:
         check_name(alias, "alias")
         adapter = self.resolve(ref)
         with self.write():
-            cur = self.db.execute("DELETE FROM aliases WHERE name = ? AND alias = ? AND adapter_id = ?",
-                                  [adapter["name"], alias, adapter["id"]])
+            cur = self.conn.execute(
+                "DELETE FROM aliases WHERE name = ? AND alias = ? AND adapter_id = ?",
+                [adapter["name"], alias, adapter["id"]])
             if cur.rowcount == 0:
                 raise NotFoundError(f"{adapter['ref']} has no alias {alias!r}",
                                     f"see its aliases with `adaptr show {adapter['ref']}`")
 
     # -- lineage ---------------------------------------------------------------------------
 
-    _WALK = """
-        WITH RECURSIVE walk(child, parent, relation, params, depth) AS (
-            SELECT child, parent, relation, params, 1 FROM edges WHERE {start} = :id
-            UNION
-            SELECT e.child, e.parent, e.relation, e.params, walk.depth + 1
-            FROM edges e JOIN walk ON e.{start} = walk.{step} WHERE walk.depth < 10000
+    # The recursion walks nodes (UNION drops repeats, so a diamond or a deep chain costs one step
+    # per node); the edges among the reached nodes are read afterwards, labelled in the same
+    # query, and their depths computed here.
+    _REACH = """
+        WITH RECURSIVE reach(id) AS (
+            SELECT :id UNION SELECT e.{far} FROM edges e JOIN reach ON e.{near} = reach.id {more}
         )
-        SELECT child, parent, relation, params, MIN(depth) AS depth FROM walk
-        GROUP BY child, parent ORDER BY depth, child, parent"""
+        SELECT e.child, e.parent, e.relation, e.params, e.position, fa.name, fa.version, fb.name
+        FROM (SELECT e.child, e.parent, e.relation, e.params, e.position
+              FROM reach JOIN edges e ON e.{near} = reach.id {more_edges}) e
+        LEFT JOIN adapters fa ON fa.id = e.{far} LEFT JOIN bases fb ON fb.id = e.{far}"""
+    # With bases: an adapter is also linked to the base it was trained on (relation "base").
+    _REACH_BASES = {
+        "child": ("UNION SELECT a.base_id FROM adapters a JOIN reach ON a.id = reach.id",
+                  "UNION ALL SELECT a.id, a.base_id, 'base', '{}', -1 "
+                  "FROM reach JOIN adapters a ON a.id = reach.id"),
+        "parent": ("UNION SELECT a.id FROM adapters a JOIN reach ON a.base_id = reach.id",
+                   "UNION ALL SELECT a.id, a.base_id, 'base', '{}', -1 "
+                   "FROM reach JOIN adapters a ON a.base_id = reach.id"),
+    }
 
-    def ancestors(self, node_id: int) -> list[dict]:
-        """Edges from ``node_id`` up to its roots, nearest first."""
-        return self._walk(self._WALK.format(start="child", step="parent"), node_id)
+    def ancestors(self, node_id: int, *, bases: bool = False) -> list[dict]:
+        """Edges from ``node_id`` up to its roots, nearest first (``depth`` 1 = its own parents).
 
-    def descendants(self, node_id: int) -> list[dict]:
-        """Edges from ``node_id`` down to its leaves, nearest first."""
-        return self._walk(self._WALK.format(start="parent", step="child"), node_id)
+        Each edge is a dict: ``child``, ``parent`` (node ids), ``child_ref``, ``child_kind``,
+        ``parent_ref``, ``parent_kind``, ``relation``, ``params``, ``position``, ``depth``.
+        With ``bases``, each adapter also leads to the base it was trained on (relation
+        ``"base"``), so the walk continues through a derived base to what was merged into it.
+        """
+        return self._walk(node_id, near="child", far="parent", bases=bases)
 
-    def _walk(self, sql: str, node_id: int) -> list[dict]:
-        edges = self.query(sql, {"id": node_id})
-        labels = self._labels({e["child"] for e in edges} | {e["parent"] for e in edges})
+    def descendants(self, node_id: int, *, bases: bool = False) -> list[dict]:
+        """Edges from ``node_id`` down to its leaves, nearest first (``depth`` 1 = its children).
+
+        With ``bases``, a base also leads to every adapter trained on it (relation ``"base"``).
+        """
+        return self._walk(node_id, near="parent", far="child", bases=bases)
+
+    def _walk(self, node_id: int, *, near: str, far: str, bases: bool) -> list[dict]:
+        more, more_edges = self._REACH_BASES[near] if bases else ("", "")
+        sql = self._REACH.format(near=near, far=far, more=more, more_edges=more_edges)
+        labels = self._labels({node_id})  # every other node is the far end of some edge
+        edges = []
+        for child, parent, relation, params, position, name, version, base in self.conn.execute(
+                sql, {"id": node_id}):
+            far_id = parent if far == "parent" else child
+            labels[far_id] = (f"{name}-v{version}", "adapter") if name else (base, "base")
+            edges.append({"child": child, "parent": parent, "relation": relation,
+                          "params": {} if params == "{}" else _json(params), "position": position})
         for edge in edges:
-            edge["params"] = _json(edge["params"])
             edge["child_ref"], edge["child_kind"] = labels[edge["child"]]
             edge["parent_ref"], edge["parent_kind"] = labels[edge["parent"]]
+        by_near: dict[int, list[dict]] = {}
+        for edge in edges:
+            by_near.setdefault(edge[near], []).append(edge)
+        depth_of = {node_id: 0}
+        frontier = [node_id]
+        while frontier:  # breadth first: each edge gets the depth of its shortest path
+            following = []
+            for nid in frontier:
+                for edge in by_near.get(nid, ()):
+                    edge["depth"] = depth_of[nid] + 1
+                    if edge[far] not in depth_of:
+                        depth_of[edge[far]] = depth_of[nid] + 1
+                        following.append(edge[far])
+            frontier = following
+        edges.sort(key=lambda e: (e["depth"], e[near], e["position"], e[far]))
         return edges
 
     def _labels(self, ids: set[int]) -> dict[int, tuple[str, str]]:
@@ -435,7 +563,7 @@ class Registry:
                   LEFT JOIN adapters a ON a.id = n.id LEFT JOIN bases b ON b.id = n.id
                   WHERE n.id IN ({marks})"""
         return {nid: ((format_ref(an, av) if kind == "adapter" else bn), kind)
-                for nid, kind, an, av, bn in self.db.execute(sql, list(ids))}
+                for nid, kind, an, av, bn in self.conn.execute(sql, list(ids))}
 
     # -- runs, checkpoints, metrics --------------------------------------------------------
 

@@ -8,6 +8,7 @@ and ``run(ctx)`` does the work and publishes through the :class:`StageContext`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -24,6 +25,7 @@ from .errors import AdaptrError, UsageError
 from .registry import Registry, crash_point, now
 
 MODES = ("continue", "merge", "stack")
+CHECKPOINT_INFO = "adaptr-checkpoint.json"
 MODE_RELATION = {"continue": "continued", "merge": "merged", "stack": "stacked"}
 
 
@@ -47,12 +49,21 @@ class Stage:
 
 @dataclass
 class Executor:
-    """How a detached run's process is started: ``argv(run, options)`` returns the command."""
+    """How a detached run's process is started: ``argv(run, options)`` returns the command.
+
+    ``check(options)``, if given, refuses bad options before anything is written.
+    """
 
     name: str
     argv: Callable[[dict, dict], list[str]]
     help: str = ""
+    check: Callable[[dict], None] | None = None
     plugin: str = ""
+
+
+def process_rank() -> int:
+    """This process's rank in a multi-process launch (``accelerate launch``/torchrun), else 0."""
+    return int(os.environ.get("RANK", "0"))
 
 
 @dataclass
@@ -117,8 +128,11 @@ class StageContext:
     run: dict | None = None
     reporter: Reporter = field(default_factory=LogReporter)
     warnings: list[str] = field(default_factory=list)
+    resume_from: dict | None = None
+    """Set by the ``resume`` stage: the verified checkpoint (``path``, ``step``, ``run``) to load."""
     _stop_requested: bool = False
     _last_progress_write: float = 0.0
+    _data_digests: dict | None = None
 
     @property
     def mode(self) -> str:
@@ -136,6 +150,15 @@ class StageContext:
         self.warnings.append(text)
         self.reporter.message(f"warning: {text}")
 
+    @property
+    def is_main_process(self) -> bool:
+        """Only rank 0 of a multi-process run writes to the registry."""
+        return process_rank() == 0
+
+    def request_stop(self) -> None:
+        """Ask the stage to save and return (SIGTERM does this; so does another rank's request)."""
+        self._stop_requested = True
+
     def should_stop(self) -> bool:
         """True once ``adaptr cancel`` (SIGTERM) asked this run to stop: save and return."""
         return self._stop_requested
@@ -144,7 +167,7 @@ class StageContext:
         """Report progress; ``metrics`` (loss, ...) also go into the metrics table at ``step``."""
         metrics = metrics or {}
         self.reporter.update(step, metrics)
-        if self.run is None:
+        if self.run is None or not self.is_main_process:
             return
         if metrics:
             self.registry.add_metrics(self.run["id"], step, metrics)
@@ -159,8 +182,15 @@ class StageContext:
         """A temporary directory in the store (same filesystem, so publishing is a rename)."""
         return self.registry.store.staging(prefix)
 
-    def save_checkpoint(self, step: int, staged: Path) -> dict:
-        """Seal a checkpoint directory, move it into the run's checkpoints/, record it."""
+    def save_checkpoint(self, step: int, staged: Path) -> dict | None:
+        """Seal a checkpoint directory, move it into the run's checkpoints/, record it.
+
+        The checkpoint also gets ``adaptr-checkpoint.json`` (stage, config, data digests), which
+        ``adaptr resume`` compares with the run it continues. Other ranks than 0 return None.
+        """
+        if not self.is_main_process:
+            return None
+        (Path(staged) / CHECKPOINT_INFO).write_text(json.dumps(self.checkpoint_info(step), indent=1))
         digest = store.seal(Path(staged))
         final = self.run_dir / "checkpoints" / f"step-{step:08d}"
         if final.exists():
@@ -168,8 +198,26 @@ class StageContext:
         self.registry.store.place(Path(staged), final)
         crash_point("checkpoint-placed")
         checkpoint = self.registry.record_checkpoint(self.run["id"], step, final, digest)
+        crash_point(f"checkpoint-recorded-{step}")
         plugins.pm.hook.checkpoint_saved(run=self.run, checkpoint=checkpoint)
         return checkpoint
+
+    def checkpoint_info(self, step: int) -> dict:
+        from .hf.checks import library_versions  # importlib.metadata only, no torch
+
+        return {"format": 1, "step": step, "stage": self.stage.name,
+                "config": config_mod.to_dict(self.config), "data": self.data_digests(),
+                "libraries": library_versions()}
+
+    def data_digests(self) -> dict:
+        """sha256 of each local data file the request names (``data``, ``eval_data``)."""
+        if self._data_digests is None:
+            self._data_digests = {}
+            for key in ("data", "eval_data"):
+                value = getattr(self.request, key)
+                if value and Path(value).is_file():
+                    self._data_digests[key] = store.sha256_file(Path(value))
+        return self._data_digests
 
     def default_name(self) -> str:
         return self.request.name or self.stage.name
@@ -182,7 +230,11 @@ class StageContext:
 
     def publish_adapter(self, staged: Path, *, record: dict, metrics: dict | None = None,
                         parents: list[tuple[dict, str, dict]] | None = None,
-                        name: str | None = None, base: str | None = None) -> dict:
+                        name: str | None = None, base: str | None = None) -> dict | None:
+        if not self.is_main_process:
+            return None
+        if self.resume_from:
+            record = {**record, "resumed_from": _resume_record(self.resume_from)}
         version = self.registry.publish_adapter(
             staged, name=name or self.default_name(), base=base or self.base["name"],
             stage=self.stage.name,
@@ -193,12 +245,21 @@ class StageContext:
         self.reporter.message(f"published {version['ref']}")
         return version
 
-    def publish_base(self, staged: Path, *, name: str, parents, info: dict, record: dict) -> dict:
+    def publish_base(self, staged: Path, *, name: str, parents, info: dict, record: dict) -> dict | None:
+        if not self.is_main_process:
+            return None
         base = self.registry.publish_base(staged, name=name, source=f"merge:{self.request.parent}",
                                           parents=parents, info=info, record=record)
         plugins.pm.hook.version_published(version=base)
         self.reporter.message(f"registered derived base {name}")
         return base
+
+
+def _resume_record(resume_from: dict) -> dict:
+    keys = ("run", "step", "inexact", "changes", "skipped")
+    out = {k: resume_from[k] for k in keys if k in resume_from}
+    out["text"] = f"resumed from checkpoint {resume_from['step']} of run {resume_from['run']}"
+    return out
 
 
 # -- building a context --------------------------------------------------------------------
@@ -266,15 +327,15 @@ def run_stage(registry: Registry, request: StageRequest, *, reporter: Reporter |
 
 def execute(ctx: StageContext, run: dict) -> dict:
     registry = ctx.registry
-    ctx.run = registry.update_run(run["id"], status="running", pid=os.getpid(),
+    if not ctx.is_main_process:
+        return _execute_other_rank(ctx, run)
+    # A detached run keeps the pid its executor started (the process-group leader `adaptr
+    # cancel` signals); a foreground run records its own.
+    ctx.run = registry.update_run(run["id"], status="running", pid=run.get("pid") or os.getpid(),
                                   host=socket.gethostname(), started_at=now(),
                                   config=config_mod.to_dict(ctx.config))
     previous = signal.getsignal(signal.SIGTERM)
-
-    def request_stop(signum, frame):
-        ctx._stop_requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGTERM, lambda signum, frame: ctx.request_stop())
     plugins.pm.hook.run_started(run=ctx.run)
     status, error = "failed", None
     try:
@@ -294,3 +355,10 @@ def execute(ctx: StageContext, run: dict) -> dict:
         plugins.pm.hook.run_ended(run=ctx.run)
     return ctx.run
 
+
+def _execute_other_rank(ctx: StageContext, run: dict) -> dict:
+    """Ranks other than 0 train alongside rank 0 but never write to the registry."""
+    ctx.run = run
+    signal.signal(signal.SIGTERM, lambda signum, frame: ctx.request_stop())
+    ctx.stage.run(ctx)
+    return run

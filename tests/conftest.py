@@ -46,7 +46,8 @@ def run_cli(*args: str, registry=None, env: dict | None = None, cwd=None, check:
     """Run the real `adaptr` console script in a subprocess; returns CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
     if registry is not None:
-        full_env["ADAPTR_REGISTRY"] = str(getattr(registry, "root", registry))
+        # A Registry, or a path (whose own `.root` attribute is the filesystem root, not ours).
+        full_env["ADAPTR_REGISTRY"] = str(registry.root if hasattr(registry, "db_path") else registry)
     exe = shutil.which("adaptr", path=str(Path(sys.executable).parent)) or "adaptr"
     proc = subprocess.run([exe, *args], capture_output=True, text=True, env=full_env, cwd=cwd)
     if check and proc.returncode != 0:

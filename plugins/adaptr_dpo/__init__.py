@@ -1,21 +1,12 @@
-"""Built-in stage `dpo` (placeholder until its own issue lands)."""
+"""Built-in stage `dpo`: preference optimisation of a LoRA adapter with TRL's DPOTrainer."""
 
-from dataclasses import dataclass
+from adaptr import Stage, hookimpl
 
-from adaptr import MachineError, Stage, hookimpl
-
-
-@dataclass
-class DpoConfig:
-    pass
-
-
-def _not_yet(ctx):
-    raise MachineError("stage 'dpo' is not implemented yet in this version of adaptr",
-                       "see the project's open issues")
+from .config import DpoConfig
+from .stage import check, run
 
 
 @hookimpl
 def register_stages(register):
-    register(Stage("dpo", DpoConfig, run=_not_yet, check=_not_yet, takes_data=False,
-                   help="(not implemented yet)"))
+    register(Stage("dpo", DpoConfig, run=run, check=check, inputs="base_or_parent",
+                   help="Preference optimisation (TRL DPOTrainer): prompt/chosen/rejected data."))

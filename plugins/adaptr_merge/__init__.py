@@ -1,21 +1,21 @@
-"""Built-in stage `merge` (placeholder until its own issue lands)."""
+"""Built-in stage `merge` and the `adaptr merge` / `adaptr export` commands."""
 
-from dataclasses import dataclass
+from adaptr import Stage, hookimpl
 
-from adaptr import MachineError, Stage, hookimpl
-
-
-@dataclass
-class MergeConfig:
-    pass
-
-
-def _not_yet(ctx):
-    raise MachineError("stage 'merge' is not implemented yet in this version of adaptr",
-                       "see the project's open issues")
+from .config import MergeConfig
 
 
 @hookimpl
 def register_stages(register):
-    register(Stage("merge", MergeConfig, run=_not_yet, check=_not_yet, takes_data=False,
-                   help="(not implemented yet)"))
+    from . import stage
+
+    register(Stage("merge", MergeConfig, run=stage.run, check=stage.check, inputs="parent",
+                   takes_data=False,
+                   help="merge an adapter chain into a derived base, or combine adapters into a new one"))
+
+
+@hookimpl
+def register_commands(cli):
+    from . import commands
+
+    commands.register(cli)

@@ -1,21 +1,13 @@
-"""Built-in stage `resume` (placeholder until its own issue lands)."""
+"""Built-in stage `resume`: continue an interrupted run exactly from a verified checkpoint."""
 
-from dataclasses import dataclass
+from adaptr import Stage, hookimpl
 
-from adaptr import MachineError, Stage, hookimpl
-
-
-@dataclass
-class ResumeConfig:
-    pass
-
-
-def _not_yet(ctx):
-    raise MachineError("stage 'resume' is not implemented yet in this version of adaptr",
-                       "see the project's open issues")
+from .config import ResumeConfig
+from .stage import check, run
 
 
 @hookimpl
 def register_stages(register):
-    register(Stage("resume", ResumeConfig, run=_not_yet, check=_not_yet, takes_data=False,
-                   help="(not implemented yet)"))
+    register(Stage("resume", ResumeConfig, run=run, check=check, takes_data=False,
+                   help="Continue an interrupted or cancelled run from its newest checkpoint that "
+                        "verifies (use `adaptr resume RUN`)."))

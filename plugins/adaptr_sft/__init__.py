@@ -1,21 +1,12 @@
-"""Built-in stage `sft` (placeholder until its own issue lands)."""
+"""Built-in stage `sft`: supervised fine-tuning of a LoRA adapter with TRL's SFTTrainer."""
 
-from dataclasses import dataclass
+from adaptr import Stage, hookimpl
 
-from adaptr import MachineError, Stage, hookimpl
-
-
-@dataclass
-class SftConfig:
-    pass
-
-
-def _not_yet(ctx):
-    raise MachineError("stage 'sft' is not implemented yet in this version of adaptr",
-                       "see the project's open issues")
+from .config import SftConfig
+from .stage import check, run
 
 
 @hookimpl
 def register_stages(register):
-    register(Stage("sft", SftConfig, run=_not_yet, check=_not_yet, takes_data=False,
-                   help="(not implemented yet)"))
+    register(Stage("sft", SftConfig, run=run, check=check, inputs="base_or_parent",
+                   help="Supervised fine-tuning (TRL SFTTrainer): messages, prompt/completion or text data."))

@@ -1,0 +1,141 @@
+"""Upkeep commands: plugins, doctor, gc."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sqlite3
+import sys
+
+import click
+
+from ..errors import IntegrityError, NotFoundError
+from .common import State, console, echo_err, echo_json, pass_state
+
+LIBRARIES = ("adaptr", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes",
+             "safetensors", "datasets", "huggingface_hub", "sqlite-utils", "pluggy", "textual")
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON objects to stdout.")
+def plugins_cmd(as_json):
+    """List loaded plugins with the stages, executors and hooks they provide."""
+    from .. import plugins
+
+    described = plugins.describe()
+    if as_json:
+        echo_json(described)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NAME", "STAGES", "EXECUTORS", "HOOKS", "MODULE"):
+        table.add_column(column)
+    for p in described:
+        table.add_row(p["name"], ", ".join(p["stages"]), ", ".join(p["executors"]),
+                      ", ".join(p["hooks"]), p["module"])
+    console().print(table)
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions, read from package metadata (nothing is imported)."""
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def torch_report() -> dict:
+    """CUDA as torch sees it (imports torch: seconds)."""
+    try:
+        import torch
+    except ImportError as exc:
+        return {"error": f"torch does not import: {exc}"}
+    report = {"cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
+              "devices": []}
+    if report["cuda_available"]:
+        report["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        report["bf16"] = torch.cuda.is_bf16_supported()
+    try:
+        import bitsandbytes  # noqa: F401
+
+        report["bitsandbytes_imports"] = True
+    except Exception as exc:  # bitsandbytes raises more than ImportError on CPU-only machines
+        report["bitsandbytes_imports"] = f"no ({type(exc).__name__})"
+    return report
+
+
+@click.command("doctor")
+@click.option("--torch", "check_torch", is_flag=True, help="Also import torch to check CUDA (slower).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
+@pass_state
+def doctor_cmd(state: State, check_torch, as_json):
+    """Report the environment and verify every artifact in the registry (exit 2 on a problem)."""
+    from ..maintenance import check_health
+
+    report = {"python": sys.version.split()[0], "platform": platform.platform(),
+              "sqlite": sqlite3.sqlite_version, "libraries": library_versions()}
+    if check_torch:
+        report["torch"] = torch_report()
+    problems = []
+    try:
+        registry = state.registry
+    except NotFoundError as exc:
+        report["registry"] = {"path": None, "note": exc.message}
+    else:
+        checked, problems = check_health(registry)
+        report["registry"] = {"path": str(registry.root), "checked": checked,
+                              "problems": [{"ref": p.ref, "message": p.message} for p in problems]}
+    if as_json:
+        echo_json(report)
+    else:
+        _print_report(report)
+    if problems:
+        raise IntegrityError(f"{len(problems)} artifact(s) failed verification",
+                             "restore the files, or remove the damaged versions with `adaptr rm REF`")
+
+
+def _print_report(report: dict) -> None:
+    from .render import fields_table
+
+    rows = [("python", report["python"]), ("platform", report["platform"]), ("sqlite", report["sqlite"])]
+    for name, version in report["libraries"].items():
+        note = version or "not installed"
+        if name == "torch" and version and "+cpu" in version:
+            note += " (CPU-only build)"
+        rows.append((name, note))
+    if "torch" in report:
+        torch_info = report["torch"]
+        rows += [(f"torch.{k}", v) for k, v in torch_info.items()]
+    else:
+        rows.append(("cuda", "not checked (pass --torch)"))
+    registry = report["registry"]
+    rows.append(("registry", registry["path"] or registry["note"]))
+    if registry["path"]:
+        rows.append(("verified", f"{registry['checked'] - len(registry['problems'])}/{registry['checked']}"))
+    rows += [(f"problem {p['ref']}", p["message"]) for p in registry.get("problems", [])]
+    console().print(fields_table(rows))
+
+
+@click.command("gc")
+@click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
+@pass_state
+def gc_cmd(state: State, dry_run):
+    """Remove leftovers: dead staging dirs, and adapter, base or checkpoint dirs with no row."""
+    from ..maintenance import collect_garbage
+
+    registry = state.registry
+    leftovers = collect_garbage(registry, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for item in leftovers:
+        click.echo(f"{verb} {registry.store.relative(item.path)}  ({item.reason})")
+    if not leftovers:
+        echo_err("nothing to remove")
+
+
+def register(cli: click.Group) -> None:
+    for command in (plugins_cmd, doctor_cmd, gc_cmd):
+        cli.add_command(command)

@@ -1,0 +1,233 @@
+"""`adaptr train STAGE`: one subcommand per registered stage, its options built from the stage's
+config dataclass (one ``--kebab-case`` option per field, help from the field's metadata).
+
+Layering, lowest first: the dataclass defaults, the parent's LoRA settings, ``--config`` YAML,
+then flags and ``--set key=value``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import click
+
+from .. import config as config_mod
+from .. import plugins
+from ..errors import UsageError
+from ..stages import MODES, StageRequest
+from .common import echo_json, pass_state
+
+# YAML keys that fill the request itself rather than the stage config.
+REQUEST_KEYS = {"base": "base", "from": "parent", "parent": "parent", "mode": "mode", "data": "data",
+                "eval_data": "eval_data", "eval_fraction": "eval_fraction", "name": "name",
+                "quantize": "quantize", "save_steps": "save_steps"}
+
+
+class StageGroup(click.Group):
+    """Subcommands are the registered stages, built when first asked for (keeps --help fast)."""
+
+    def list_commands(self, ctx):
+        return sorted(plugins.stages())
+
+    def get_command(self, ctx, name):
+        stage = plugins.stages().get(name)
+        return build_stage_command(stage) if stage else None
+
+
+def _common_options(func):
+    options = [
+        click.option("--base", help="Base model name to train a new adapter on."),
+        click.option("--from", "parent", metavar="REF", help="Parent adapter version to start from (e.g. sft-v1)."),
+        click.option("--mode", type=click.Choice(MODES), default=None,
+                     help="How to use --from: continue the same adapter (default), merge it into a "
+                          "derived base, or stack a new adapter on top."),
+        click.option("--data", metavar="FILE", help="Training data: JSONL, JSON, Parquet, CSV or a saved dataset dir."),
+        click.option("--eval-data", metavar="FILE", help="Evaluation data in the same format."),
+        click.option("--eval-fraction", type=float, help="Hold out this fraction of --data for evaluation."),
+        click.option("--name", help="Adapter name for the new version (default: the stage name)."),
+        click.option("--config", "config_file", metavar="YAML", help="Recipe file with the same keys as the options."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set any config key (repeatable)."),
+        click.option("--quantize", type=click.Choice(["4bit"]), help="QLoRA: load the base in 4-bit NF4 (CUDA only)."),
+        click.option("--save-steps", type=int, help="Save a resumable checkpoint every N steps."),
+        click.option("--json", "as_json", is_flag=True, help="Print the run as JSON on stdout."),
+        click.option("--detach", is_flag=True, help="Run as a background job; print its run id."),
+        click.option("--gpus", help="GPU devices for a detached run, e.g. 0,1."),
+        click.option("--executor", default=None, help="Executor for a detached run (default: local)."),
+        click.option("--processes", type=int, help="Processes for a multi-process executor (accelerate)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _field_option(config_class: type, field: dataclasses.Field):
+    tp = config_mod.field_type(config_class, field)
+    flag = "--" + field.name.replace("_", "-")
+    default = config_mod.default_of(field)
+    help_text = field.metadata.get("help", "")
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    if shown is not None:
+        help_text += f"  [default: {shown}]"
+    if field.metadata.get("group") == "lora":
+        help_text += "  (inherited from --from when not given)"
+    if tp is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text)
+    click_type = {int: int, float: float}.get(tp, str)
+    return click.option(flag, field.name, type=click_type, default=None, help=help_text,
+                        metavar="LIST" if (tp is list or getattr(tp, "__origin__", None) is list) else None)
+
+
+def build_stage_command(stage) -> click.Command:
+    config_fields = config_mod.fields(stage.config_class)
+    reserved = {"base", "parent", "mode", "data", "eval_data", "eval_fraction", "name", "config_file",
+                "sets", "quantize", "save_steps", "as_json", "detach", "gpus", "executor", "processes"}
+
+    @pass_state
+    def command(state, **params):
+        field_values = {f.name: params.pop(f.name) for f in config_fields if f.name not in reserved}
+        run_train(state, stage, params, field_values)
+
+    for field in reversed([f for f in config_fields if f.name not in reserved]):
+        command = _field_option(stage.config_class, field)(command)
+    command = _common_options(command)
+    return click.command(stage.name, help=stage.help or f"Run stage {stage.name}.",
+                         context_settings={"show_default": False})(command)
+
+
+def build_request(stage, params: dict, field_values: dict) -> StageRequest:
+    """The request from YAML (lowest), then options and --set (highest)."""
+    yaml_layer = config_mod.load_yaml(params["config_file"]) if params.get("config_file") else {}
+    request_fields: dict = {}
+    config_layer: dict = {}
+    for key, value in yaml_layer.items():
+        if key in REQUEST_KEYS:
+            request_fields[REQUEST_KEYS[key]] = value
+        else:
+            config_mod.coerce(stage.config_class, key, value)  # unknown keys are refused here
+            config_layer[key] = value
+    for key in ("base", "parent", "mode", "data", "eval_data", "eval_fraction", "name", "quantize",
+                "save_steps"):
+        if params.get(key) is not None:
+            request_fields[key] = params[key]
+    config_layer.update({k: v for k, v in field_values.items() if v is not None})
+    for key, value in config_mod.parse_sets(list(params.get("sets") or ())).items():
+        config_mod.coerce(stage.config_class, key, value)
+        config_layer[key] = value
+    config_layer = {k: config_mod.coerce(stage.config_class, k, v) for k, v in config_layer.items()}
+    if request_fields.get("mode") and not request_fields.get("parent"):
+        raise UsageError(f"--mode {request_fields['mode']} needs --from REF",
+                         "name the parent adapter, e.g. --from sft-v1")
+    request_fields.setdefault("mode", "continue")
+    return StageRequest(stage=stage.name, config=config_layer, **request_fields)
+
+
+def run_train(state, stage, params: dict, field_values: dict) -> None:
+    from .. import stages
+
+    request = build_request(stage, params, field_values)
+    registry = state.registry
+    if any(params.get(k) for k in ("detach", "gpus", "executor", "processes")):
+        _submit(registry, request, params)
+        return
+    reporter = RichReporter()
+    ctx = stages.prepare(registry, request, reporter)
+    print_config(ctx)
+    run = registry.create_run(stage=request.stage, request=request.to_dict(),
+                              config=config_mod.to_dict(ctx.config), executor="local",
+                              status="running")
+    try:
+        run = stages.execute(ctx, run)
+    finally:
+        reporter.finish()
+    _report_run(run, params.get("as_json"))
+    if run["status"] == "cancelled":
+        sys.exit(130)
+
+
+def _submit(registry, request: StageRequest, params: dict) -> None:
+    try:
+        from .. import jobs
+    except ImportError:
+        raise UsageError("--detach needs adaptr's job support, which is not installed",
+                         "run in the foreground (drop --detach)") from None
+    options = {"processes": params["processes"]} if params.get("processes") else {}
+    run = jobs.submit(registry, request, executor=params.get("executor") or "local",
+                      gpus=params.get("gpus"), options=options)
+    if params.get("as_json"):
+        echo_json(run)
+    else:
+        click.echo(run["id"])
+        click.echo(f"started run {run['id']} ({request.stage}); follow it with `adaptr runs`", err=True)
+
+
+def print_config(ctx) -> None:
+    """The effective config, on stderr (stdout carries data)."""
+    request = ctx.request
+    source = f"--from {ctx.parent['ref']} --mode {request.mode}" if ctx.parent else f"--base {ctx.base['name']}"
+    lines = [f"adaptr train {ctx.stage.name} {source} --data {request.data}"]
+    for key, value in config_mod.to_dict(ctx.config).items():
+        marker = "*" if key in request.config else " "
+        lines.append(f"  {marker} {key}: {value}")
+    lines.append("  (* given by you; the rest are defaults or inherited from the parent)")
+    click.echo("\n".join(lines), err=True)
+
+
+def _report_run(run: dict, as_json: bool) -> None:
+    if as_json:
+        echo_json(run)
+        return
+    if run.get("output_ref"):
+        click.echo(run["output_ref"])
+    click.echo(f"run {run['id']} {run['status']}", err=True)
+
+
+class RichReporter:
+    """A rich progress bar on stderr with the latest loss; messages print above it."""
+
+    def __init__(self):
+        self._progress = None
+        self._task = None
+        self._loss = ""
+
+    def start(self, total, description):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=False)
+            self._progress.start()
+        self._task = self._progress.add_task(description, total=total or None, loss="")
+
+    def update(self, step, metrics):
+        if self._progress is None or self._task is None:
+            return
+        if "loss" in metrics:
+            self._loss = f"loss {metrics['loss']:.4f}"
+        if "eval_loss" in metrics:
+            self._loss += f" eval {metrics['eval_loss']:.4f}"
+        self._progress.update(self._task, completed=step, loss=self._loss)
+
+    def message(self, text):
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False)
+        else:
+            click.echo(text, err=True)
+
+    def finish(self):
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+@click.group("train", cls=StageGroup)
+def train_group():
+    """Train an adapter with a stage: `adaptr train sft --base NAME --data FILE`."""
+
+
+def register(cli) -> None:
+    cli.add_command(train_group)

@@ -1,0 +1,531 @@
+"""Streaming merge of LoRA adapters into a base model, one tensor at a time.
+
+``merge_and_unload`` needs the whole model in memory (a 70B model needs more than 140 GB of RAM).
+Here each safetensors shard of the base is read tensor by tensor (``safe_open`` per tensor, so no
+mapping of a whole shard stays resident), each target weight gets ``ΔW = scale · B · A`` added in
+fp32, and the result is streamed into a new shard. Peak memory is the adapters plus about two
+copies of the largest tensor in fp32, whatever the size of the model.
+
+Used by the merge stage (``adaptr merge REF --into-base``, ``adaptr export --merged``), by the DPO
+stage's ``--mode merge`` and by ``adaptr demo``.
+
+Planning (:func:`plan_merge`) reads safetensors headers only and imports no torch, so every check
+runs before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ConflictError, NotFoundError, UsageError
+from ..safetensors_meta import read_header
+from ..store import MANIFEST
+
+OUTPUT_DTYPES = ("bf16", "fp16", "fp32")
+_CONFIG_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+_ST_DTYPE = {"bf16": "BF16", "fp16": "F16", "fp32": "F32"}
+_FLOAT_ST = {"BF16", "F16", "F32", "F64"}
+_ST_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+             "BOOL": 1}
+_PREFIX = "base_model.model."
+_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".safetensors")
+_SKIP_FILES = {MANIFEST, "model.safetensors.index.json", "pytorch_model.bin.index.json", "adaptr.json"}
+# PEFT options that change what the adapter means beyond "add scale·B·A to a weight".
+_UNSUPPORTED_OPTIONS = {
+    "lora_bias": "a trained bias on lora_B", "layer_replication": "layer replication",
+    "target_parameters": "nn.Parameter targets", "trainable_token_indices": "trainable tokens",
+    "use_qalora": "QA-LoRA", "alora_invocation_tokens": "activated LoRA (aLoRA)",
+    "use_bdlora": "block-diagonal LoRA",
+}
+_BASE_ALTERING_INITS = ("pissa", "olora", "corda", "loftq")
+
+
+# -- reading adapters ----------------------------------------------------------------------
+
+
+def read_adapter_config(adapter_dir: Path, label: str | None = None) -> dict:
+    """The adapter's ``adapter_config.json``, checked to be a LoRA adapter adaptr can merge exactly."""
+    adapter_dir = Path(adapter_dir)
+    label = label or str(adapter_dir)
+    path = adapter_dir / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotFoundError(f"{label}: no adapter_config.json in {adapter_dir}",
+                            "the version's files are missing; check them with `adaptr doctor`") from None
+    except json.JSONDecodeError:
+        raise UsageError(f"{label}: {path} is not valid JSON", "the adapter is damaged") from None
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise UsageError(f"{label} has no adapter_model.safetensors",
+                         "adaptr merges safetensors adapters only")
+    check_lora_config(config, label)
+    return config
+
+
+def check_lora_config(config: dict, label: str) -> None:
+    peft_type = str(config.get("peft_type", "LORA")).upper()
+    if peft_type != "LORA":
+        raise UsageError(f"{label} is a {peft_type} adapter; adaptr merges LoRA adapters only",
+                         "merge it with PEFT's merge_and_unload on a machine with enough memory")
+    for key, what in _UNSUPPORTED_OPTIONS.items():
+        if config.get(key):
+            raise UsageError(f"{label} uses {what} ({key}), which the streaming merge does not support",
+                             "merge it with PEFT's merge_and_unload instead")
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(_BASE_ALTERING_INITS):
+        raise UsageError(f"{label} was initialised with {init}, which changes the base weights",
+                         "convert it to a plain LoRA with PEFT (path_initial_model_for_weight_conversion)")
+
+
+# -- planning (headers only) ---------------------------------------------------------------
+
+
+@dataclass
+class Update:
+    """One change to one base tensor, from one adapter of the chain."""
+
+    adapter: int                 # index into the chain (parent first)
+    kind: str                    # "lora" | "embedding" | "dora" | "replace"
+    keys: tuple[str, ...]        # tensor names in that adapter's file: (A, B[, magnitude]) or (full,)
+    scale: float = 1.0
+    fan_in_fan_out: bool = False
+
+
+@dataclass
+class MergePlan:
+    base_dir: Path
+    adapter_dirs: list[Path]
+    shards: list[Path]
+    tensors: dict[str, dict]                  # base tensor name -> header entry (dtype, shape, ...)
+    shard_of: dict[str, Path]
+    updates: dict[str, list[Update]] = field(default_factory=dict)
+    scales: list[dict] = field(default_factory=list)   # per adapter: {module: scale}
+
+    @property
+    def largest_tensor_bytes(self) -> int:
+        return max((_nbytes(t) for t in self.tensors.values()), default=0)
+
+
+def _nbytes(entry: dict) -> int:
+    return math.prod(entry["shape"]) * _ST_BYTES.get(entry["dtype"], 4)
+
+
+def _base_shards(base_dir: Path) -> tuple[list[Path], dict[str, dict], dict[str, Path]]:
+    index = base_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted({base_dir / name for name in weight_map.values()})
+    else:
+        shards = sorted(base_dir.glob("*.safetensors"))
+    if not shards:
+        raise UsageError(f"{base_dir} has no .safetensors weights",
+                         "adaptr merges into safetensors bases only")
+    tensors, shard_of = {}, {}
+    for shard in shards:
+        if not shard.is_file():
+            raise NotFoundError(f"{shard} is listed in the base's index but missing",
+                                "re-download or re-register the base")
+        for name, entry in read_header(shard).items():
+            tensors[name] = entry
+            shard_of[name] = shard
+    return shards, tensors, shard_of
+
+
+def _pattern_value(patterns: dict, module: str, default):
+    """PEFT's rank_pattern / alpha_pattern lookup (peft.utils.other.get_pattern_key)."""
+    for key in patterns or {}:
+        if re.match(rf"(.*\.)?({key})$", module):
+            return patterns[key]
+    return default
+
+
+def _scale(config: dict, module: str, rank: int) -> float:
+    alpha = _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", 8))
+    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+def _group_adapter_keys(header: dict, label: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Split an adapter file's keys into LoRA modules ({module: {part: key}}) and full tensors."""
+    modules: dict[str, dict[str, str]] = {}
+    full: dict[str, str] = {}
+    parts = {".lora_A.weight": "A", ".lora_B.weight": "B", ".lora_embedding_A": "eA",
+             ".lora_embedding_B": "eB", ".lora_magnitude_vector": "m",
+             ".lora_magnitude_vector.weight": "m"}
+    for key in header:
+        if not key.startswith(_PREFIX):
+            raise UsageError(f"{label}: unexpected tensor {key!r} in adapter_model.safetensors",
+                             "the file was not saved by PEFT's save_pretrained")
+        rest = key[len(_PREFIX):]
+        for suffix, part in parts.items():
+            if rest.endswith(suffix):
+                modules.setdefault(rest[:-len(suffix)], {})[part] = key
+                break
+        else:
+            if ".lora_" in rest:
+                raise UsageError(f"{label}: tensor {key!r} is not supported by the streaming merge",
+                                 "merge it with PEFT's merge_and_unload instead")
+            target = rest[:-len(".base_layer.weight")] + ".weight" if rest.endswith(".base_layer.weight") else rest
+            full[target] = key  # modules_to_save, or a saved copy of an embedding's base layer
+    return modules, full
+
+
+def _lora_update(index: int, module: str, parts: dict, header: dict, config: dict, base_entry: dict,
+                 label: str) -> Update:
+    fan = bool(config.get("fan_in_fan_out"))
+    if "eA" in parts or "eB" in parts:
+        a, b = header[parts["eA"]]["shape"], header[parts["eB"]]["shape"]
+        expected, kind, keys = [a[1], b[0]], "embedding", (parts["eA"], parts["eB"])
+        if "m" in parts:
+            raise UsageError(f"{label}: DoRA on embedding {module} is not supported by the streaming merge",
+                             "merge it with PEFT's merge_and_unload instead")
+    else:
+        if "A" not in parts or "B" not in parts:
+            raise UsageError(f"{label}: {module} has lora_A or lora_B missing", "the adapter is damaged")
+        a, b = header[parts["A"]]["shape"], header[parts["B"]]["shape"]
+        if len(a) != 2 or len(b) != 2:
+            raise UsageError(f"{label}: {module} is not a linear layer (shapes {a}, {b})",
+                             "the streaming merge handles Linear and Embedding LoRA layers")
+        expected = [a[1], b[0]] if fan else [b[0], a[1]]
+        kind = "dora" if "m" in parts else "lora"
+        keys = (parts["A"], parts["B"]) + ((parts["m"],) if "m" in parts else ())
+    if list(base_entry["shape"]) != expected:
+        raise ConflictError(f"{label}: {module} update has shape {expected}, the base weight {base_entry['shape']}",
+                            "the adapter was trained on another base")
+    rank = a[0]
+    return Update(index, kind, keys, _scale(config, module, rank), fan)
+
+
+def plan_merge(base_dir: Path, adapter_dirs: list[Path], labels: list[str] | None = None,
+               configs: list[dict] | None = None) -> MergePlan:
+    """Check that every adapter of the chain fits the base and list the updates; no torch, no writes."""
+    base_dir = Path(base_dir)
+    labels = labels or [str(d) for d in adapter_dirs]
+    shards, tensors, shard_of = _base_shards(base_dir)
+    plan = MergePlan(base_dir, [Path(d) for d in adapter_dirs], shards, tensors, shard_of)
+    for index, (adapter_dir, label) in enumerate(zip(plan.adapter_dirs, labels)):
+        config = configs[index] if configs else read_adapter_config(adapter_dir, label)
+        header = read_header(adapter_dir / "adapter_model.safetensors")
+        modules, full = _group_adapter_keys(header, label)
+        scales = {}
+        for module, parts in sorted(modules.items()):
+            target = f"{module}.weight"
+            if target not in tensors:
+                raise ConflictError(f"{label} targets {module}, which has no weight {target!r} in the base",
+                                    "the adapter was trained on another base (or on tied embeddings)")
+            update = _lora_update(index, module, parts, header, config, tensors[target], label)
+            plan.updates.setdefault(target, []).append(update)
+            scales[module] = update.scale
+        for target, key in sorted(full.items()):
+            if target not in tensors:
+                raise ConflictError(f"{label} saves a full copy of {target!r}, which the base does not have",
+                                    "the adapter was trained on another base")
+            if list(header[key]["shape"]) != list(tensors[target]["shape"]):
+                raise ConflictError(f"{label}: {target} has shape {header[key]['shape']}, the base "
+                                    f"{tensors[target]['shape']} (resized embeddings?)",
+                                    "merge it with PEFT's merge_and_unload instead")
+            plan.updates.setdefault(target, []).append(Update(index, "replace", (key,)))
+        plan.scales.append(scales)
+    return plan
+
+
+# -- executing -----------------------------------------------------------------------------
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def _load_adapters(plan: MergePlan) -> list[dict]:
+    """Every adapter's tensors, in fp32 (the adapters are small next to one shard)."""
+    from safetensors.torch import load_file
+
+    return [{k: v.float() for k, v in load_file(str(d / "adapter_model.safetensors")).items()}
+            for d in plan.adapter_dirs]
+
+
+def _apply(weight, updates: list[Update], adapters: list[dict]):
+    """``weight`` (an fp32 tensor this function may modify) with every update applied in order.
+
+    PEFT's merge arithmetic: ``W += scale · B @ A`` (transposed for fan_in_fan_out and for
+    embeddings), done in place by one ``addmm_``; DoRA rescales rows by ``m / ‖W₀ + ΔW‖``.
+    """
+    original = weight
+    for update in updates:
+        tensors = adapters[update.adapter]
+        if update.kind == "replace":
+            weight = original = tensors[update.keys[0]].clone()
+            continue
+        a, b = tensors[update.keys[0]], tensors[update.keys[1]]
+        transposed = update.fan_in_fan_out != (update.kind == "embedding")
+        if update.kind != "dora":
+            if weight is original and len(updates) > 1:
+                original = original.clone()  # a later DoRA update needs the unmerged weight
+            weight.addmm_(a.T, b.T, alpha=update.scale) if transposed else weight.addmm_(b, a, alpha=update.scale)
+            continue
+        delta = ((a.T @ b.T) if transposed else (b @ a)) * update.scale
+        rows = original.T if update.fan_in_fan_out else original
+        norm = (rows + (delta.T if update.fan_in_fan_out else delta)).norm(p=2, dim=1)
+        factor = (tensors[update.keys[2]] / norm).view(-1, 1)
+        weight = (factor.T if update.fan_in_fan_out else factor) * (weight + delta)
+    return weight
+
+
+class _Throttle:
+    """Forward progress to a reporter at most twice a second (and always at the end)."""
+
+    def __init__(self, reporter, total: int, description: str):
+        self.reporter, self.total, self.last = reporter, total, 0.0
+        if reporter:
+            reporter.start(total, description)
+
+    def __call__(self, step: int) -> None:
+        now = time.monotonic()
+        if self.reporter and (step == self.total or now - self.last > 0.5):
+            self.reporter.update(step, {})
+            self.last = now
+
+
+def write_merged_model(plan: MergePlan, out_dir: Path, dtype: str = "bf16", reporter=None) -> dict:
+    """Stream the merged model into ``out_dir`` (which must exist); return what was done."""
+    import torch
+    from safetensors import safe_open
+
+    dtype = normalize_dtype(dtype)
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    adapters = _load_adapters(plan)
+    target_dtype = _torch_dtype(dtype)
+    progress = _Throttle(reporter, len(plan.tensors), "merging")
+    done, total_size = 0, 0
+    for shard in plan.shards:
+        names = sorted((n for n, s in plan.shard_of.items() if s == shard),
+                       key=lambda n: plan.tensors[n]["data_offsets"][0])
+
+        def produce(name, _shard=shard):
+            with safe_open(str(_shard), framework="pt") as handle:
+                tensor = handle.get_tensor(name)
+            if name in plan.updates:
+                tensor = _apply(tensor.to(torch.float32, copy=True), plan.updates[name], adapters)
+            return tensor.to(target_dtype) if tensor.is_floating_point() else tensor
+
+        def advance():
+            nonlocal done
+            done += 1
+            progress(done)
+
+        total_size += write_safetensors(out_dir / shard.name, names, plan.tensors, produce,
+                                        _ST_DTYPE[dtype], _shard_metadata(shard), advance)
+    _copy_model_files(plan.base_dir, out_dir, dtype, total_size)
+    if reporter:
+        reporter.finish()
+    return {"tensors": len(plan.tensors), "tensors_merged": len(plan.updates),
+            "shards": len(plan.shards), "bytes_written": total_size, "dtype": dtype,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _shard_metadata(shard: Path) -> dict:
+    import struct
+
+    with open(shard, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        metadata = json.loads(fh.read(length)).get("__metadata__") or {}
+    return {**metadata, "format": metadata.get("format", "pt")}
+
+
+def write_safetensors(path: Path, names: list[str], entries: dict[str, dict], produce: Callable,
+                      float_dtype: str, metadata: dict, advance: Callable[[], None] = lambda: None) -> int:
+    """Write a safetensors file whose tensors are produced one at a time; return the data size.
+
+    The header is known in advance (shapes do not change; float tensors take ``float_dtype``), so
+    each tensor is written as soon as it is computed and freed before the next.
+    """
+    import torch
+
+    header, offset = {}, 0
+    for name in names:
+        entry = entries[name]
+        st_dtype = float_dtype if entry["dtype"] in _FLOAT_ST else entry["dtype"]
+        size = math.prod(entry["shape"]) * _ST_BYTES[st_dtype]
+        header[name] = {"dtype": st_dtype, "shape": list(entry["shape"]), "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-(8 + len(raw)) % 8)  # keep the data 8-byte aligned, as safetensors does
+    with open(path, "wb") as fh:
+        fh.write(len(raw).to_bytes(8, "little"))
+        fh.write(raw)
+        for name in names:
+            tensor = produce(name).contiguous()
+            expected = header[name]
+            if list(tensor.shape) != expected["shape"]:
+                raise ConflictError(f"{name}: merged shape {list(tensor.shape)} != {expected['shape']}")
+            data = tensor.reshape(-1).view(torch.uint8).numpy()
+            if data.nbytes != expected["data_offsets"][1] - expected["data_offsets"][0]:
+                raise ConflictError(f"{name}: unexpected dtype {tensor.dtype} while writing {path.name}")
+            fh.write(memoryview(data))
+            del tensor, data
+            advance()
+    return offset
+
+
+def _copy_model_files(base_dir: Path, out_dir: Path, dtype: str, total_size: int) -> None:
+    """Config (dtype updated), index (sizes updated), tokenizer and the rest; never stray weights."""
+    for path in sorted(base_dir.rglob("*")):
+        rel = path.relative_to(base_dir)
+        if (not path.is_file() or path.name in _SKIP_FILES or path.suffix in _WEIGHT_SUFFIXES
+                or any(part.startswith(".") for part in rel.parts)):
+            continue
+        target = out_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if rel.as_posix() == "config.json":
+            config = json.loads(path.read_text())
+            for key in ("dtype", "torch_dtype"):
+                if key in config or key == "dtype":
+                    config[key] = _CONFIG_DTYPE[dtype]
+            target.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        else:
+            shutil.copyfile(path, target)
+    index = base_dir / "model.safetensors.index.json"
+    if index.is_file():
+        data = json.loads(index.read_text())
+        data.setdefault("metadata", {})["total_size"] = total_size
+        (out_dir / index.name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# -- registry level ------------------------------------------------------------------------
+
+
+def merge_chain(registry, adapter: dict) -> list[dict]:
+    """The adapters whose weights make up ``adapter``'s model, parent first, ``adapter`` last.
+
+    ``stacked`` parents stay active under their child, so they are merged before it; a
+    ``continued`` parent is superseded by its child's weights, but what it was stacked on still
+    applies; a ``merged`` parent is already folded into the child or into its base.
+    """
+    edges: dict[int, list[dict]] = {}
+    for edge in registry.ancestors(adapter["id"]):
+        if edge["parent_kind"] == "adapter" and edge["relation"] in ("stacked", "continued"):
+            edges.setdefault(edge["child"], []).append(edge)
+    chain: list[int] = []
+
+    def beneath(node: int, visiting: frozenset) -> None:
+        for edge in edges.get(node, []):
+            parent = edge["parent"]
+            if parent in visiting:
+                continue
+            beneath(parent, visiting | {parent})
+            if edge["relation"] == "stacked" and parent not in chain:
+                chain.append(parent)
+
+    beneath(adapter["id"], frozenset({adapter["id"]}))
+    members = [registry.adapter_by_id(node) for node in chain if node != adapter["id"]] + [adapter]
+    for member in members:
+        if member["base"] != adapter["base"]:
+            raise ConflictError(f"{member['ref']} (beneath {adapter['ref']}) was trained on base "
+                                f"{member['base']!r}, {adapter['ref']} on {adapter['base']!r}",
+                                "a stacked chain must share one base")
+    return members
+
+
+def normalize_dtype(dtype: str | None) -> str:
+    """``bf16``/``fp16``/``fp32`` from any common spelling (``BF16``, ``bfloat16``, ``torch.float32``)."""
+    if dtype is None:
+        return "bf16"
+    key = str(dtype).lower().removeprefix("torch.")
+    aliases = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "f16": "fp16", "float16": "fp16",
+               "half": "fp16", "fp32": "fp32", "f32": "fp32", "float32": "fp32", "float": "fp32"}
+    if key not in aliases:
+        raise UsageError(f"unknown dtype {dtype!r}", f"use one of {', '.join(OUTPUT_DTYPES)}")
+    return aliases[key]
+
+
+def plan_for_adapter(registry, adapter: dict) -> tuple[dict, list[dict], MergePlan]:
+    """Resolve ``adapter``'s chain and base, check everything, and plan the merge (no writes)."""
+    chain = merge_chain(registry, adapter)
+    base = registry.base(adapter["base"])
+    if not base.get("path") or not Path(base["path"]).is_dir():
+        raise NotFoundError(f"base {base['name']!r} has no local model directory",
+                            "download it first (`adaptr base add NAME --from HUB_ID`)")
+    plan = plan_merge(Path(base["path"]), [Path(a["path"]) for a in chain], [a["ref"] for a in chain])
+    return base, chain, plan
+
+
+def default_base_name(adapter: dict) -> str:
+    return f"{adapter['ref']}-merged"
+
+
+def check_into_base(registry, adapter: dict, name: str | None, dtype: str | None):
+    """Every check of :func:`merge_adapter_into_base`, without writing anything.
+
+    Returns ``(name, base, chain, plan, dtype)``.
+    """
+    from ..refs import check_name
+
+    dtype = normalize_dtype(dtype)
+    name = check_name(name or default_base_name(adapter), "base name")
+    if registry.query("SELECT 1 FROM bases WHERE name = ?", [name]):
+        raise ConflictError(f"base {name!r} already exists", "choose another --name")
+    base, chain, plan = plan_for_adapter(registry, adapter)
+    return name, base, chain, plan, dtype
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for package in ("torch", "safetensors", "peft", "transformers", "adaptr"):
+        try:
+            out[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def merge_adapter_into_base(registry, adapter: dict, name: str | None = None, dtype: str | None = "bf16",
+                            reporter=None) -> dict:
+    """Merge ``adapter`` (and its stacked parents) into its base; register and return the derived base."""
+    from .. import plugins
+    from ..bases import describe_model_dir
+
+    name, base, chain, plan, dtype = check_into_base(registry, adapter, name, dtype)
+    quantized = [a["ref"] for a in chain if (a.get("record") or {}).get("quantize")]
+    with registry.store.staging("merge") as staged:
+        stats = write_merged_model(plan, staged, dtype, reporter)
+        record = {
+            "merged_from": adapter["ref"], "chain": [a["ref"] for a in chain], "base": base["name"],
+            "dtype": dtype, "scaling": {a["ref"]: _scale_summary(s) for a, s in zip(chain, plan.scales)},
+            "library_versions": library_versions(), "peak_rss_mb": peak_rss_mb(), **stats,
+        }
+        if quantized:
+            record["quantized_training"] = {
+                "adapters": quantized, "quantize": chain[-1].get("record", {}).get("quantize", "4bit"),
+                "note": "trained with QLoRA; merged onto the unquantized base weights"}
+        parents = [(adapter, "merged", {"dtype": dtype, "chain": record["chain"]})]
+        parents += [(a, "merged", {"dtype": dtype, "via": "stacked"}) for a in chain[:-1]]
+        parents.append((base, "merged", {"role": "base"}))
+        derived = registry.publish_base(staged, name=name, source=f"merge:{adapter['ref']}", parents=parents,
+                                        info=describe_model_dir(staged), record=record)
+    plugins.pm.hook.version_published(version=derived)
+    return derived
+
+
+def _scale_summary(scales: dict) -> float | dict:
+    values = set(scales.values())
+    return values.pop() if len(values) == 1 else scales

@@ -1,0 +1,392 @@
+"""Training a LoRA adapter with TRL's SFTTrainer or DPOTrainer, the way adaptr records it.
+
+``check(ctx)`` validates data, LoRA settings against the parent, the machine, and what the mode
+needs, writing nothing. ``train(ctx, resume_from=None)`` builds the model and trainer
+(:func:`build_trainer`), trains, checks that only the adapter changed and publishes the version.
+A resumed run calls ``train(ctx, resume_from=checkpoint_dir)``: the model is rebuilt exactly as
+the first time and the Trainer restores optimizer, scheduler, RNG and trainer state from it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConflictError, MachineError, UsageError
+from ..stages import StageContext
+from . import data as data_mod
+from .recipe import STRUCTURAL_LORA_KEYS, lora_kwargs, training_kwargs
+
+PLAN_ATTR = "_adaptr_training_plan"
+
+
+@dataclass
+class Plan:
+    """Everything ``check`` worked out, reused by ``train`` (no second validation pass)."""
+
+    kind: str
+    mode: str | None
+    train: data_mod.LoadedData
+    train_rows: list[dict]
+    eval_rows: list[dict] = field(default_factory=list)
+    eval_source: dict | None = None
+    frozen: list[dict] = field(default_factory=list)  # stacked adapters beneath, deepest first
+    reference: str | None = None  # DPO reference policy, recorded on the edge
+
+
+# -- checking --------------------------------------------------------------------------------
+
+
+def check(ctx: StageContext) -> Plan:
+    """Validate everything cheap before any model loads; raise an AdaptrError on bad input."""
+    kind = type(ctx.config).trainer_kind
+    from .loading import check_quantize, frozen_chain
+
+    check_quantize(ctx.request.quantize)
+    mode = ctx.mode if ctx.parent else None
+    _check_base_files(ctx.base)
+    if ctx.parent:
+        _check_parent(ctx, mode)
+    train = data_mod.load(ctx.request.data, kind)
+    train_rows, eval_rows, eval_source = train.rows, [], None
+    if ctx.request.eval_data:
+        eval_data = data_mod.load(ctx.request.eval_data, kind)
+        eval_rows, eval_source = eval_data.rows, eval_data.describe()
+    elif ctx.request.eval_fraction:
+        train_rows, eval_rows = data_mod.split_eval(train.rows, ctx.request.eval_fraction, ctx.config.seed)
+        eval_source = {"fraction": ctx.request.eval_fraction, "rows": len(eval_rows)}
+    frozen = []
+    if ctx.parent and mode == "continue":
+        frozen = frozen_chain(ctx.registry, ctx.parent)
+    elif ctx.parent and mode == "stack":
+        frozen = frozen_chain(ctx.registry, ctx.parent) + [ctx.parent]
+    reference = (ctx.parent["ref"] if ctx.parent else ctx.base["name"]) if kind == "dpo" else None
+    plan = Plan(kind=kind, mode=mode, train=train, train_rows=train_rows, eval_rows=eval_rows,
+                eval_source=eval_source, frozen=frozen, reference=reference)
+    setattr(ctx, PLAN_ATTR, plan)
+    return plan
+
+
+def _check_base_files(base: dict) -> None:
+    from ..store import sha256_file
+
+    path = Path(base["path"]) if base.get("path") else None
+    if path is None or not base.get("config_sha256"):
+        return
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise MachineError(f"base {base['name']!r}: {config_file} is missing",
+                           "restore the base model directory")
+    if sha256_file(config_file) != base["config_sha256"]:
+        raise ConflictError(f"base {base['name']!r}: config.json changed since it was registered",
+                            "register the changed model as a new base with `adaptr base add`")
+
+
+def _check_parent(ctx: StageContext, mode: str) -> None:
+    parent = ctx.parent
+    if mode == "continue":
+        given = {k: v for k, v in ctx.request.config.items() if k in STRUCTURAL_LORA_KEYS}
+        from .. import config as config_mod
+
+        given = {k: config_mod.coerce(type(ctx.config), k, v) for k, v in given.items()}
+        recorded = parent.get("config", {})
+        conflicts = [f"{k}={given[k]!r} (parent {parent['ref']} has {recorded[k]!r})"
+                     for k in given if k in recorded and _norm(given[k]) != _norm(recorded[k])]
+        if conflicts:
+            raise ConflictError(
+                f"LoRA settings conflict with the parent in --mode continue: {', '.join(conflicts)}",
+                "drop them to continue the same adapter, or use --mode merge (or --mode stack) "
+                "to train a new adapter with different LoRA settings")
+    if mode == "merge":
+        _check_merge(ctx)
+    from .checks import library_versions, version_drift
+
+    drift = version_drift(parent.get("record", {}).get("libraries", {}), library_versions())
+    if drift:
+        ctx.warn(f"{parent['ref']} was trained with other library versions ({'; '.join(drift)})")
+
+
+def _check_merge(ctx: StageContext) -> None:
+    try:
+        from .merge import check_into_base, default_base_name
+    except ImportError:
+        raise MachineError("--mode merge needs adaptr's merge support, which is not installed",
+                           "use --mode continue or --mode stack") from None
+    name = default_base_name(ctx.parent)
+    if not ctx.registry.query("SELECT 1 FROM bases WHERE name = ?", [name]):
+        check_into_base(ctx.registry, ctx.parent, name, _merge_dtype(ctx.base))
+
+
+def _merge_dtype(base: dict) -> str | None:
+    """Merge into the base's own dtype, so the new adapter trains on the same precision."""
+    dtype = str(base.get("dtype") or "").lower()
+    return {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16",
+            "bf16": "bf16", "bfloat16": "bf16"}.get(dtype, "bf16")
+
+
+def _norm(value):
+    if isinstance(value, list):
+        return sorted(value)
+    return value
+
+
+def plan_of(ctx: StageContext) -> Plan:
+    return getattr(ctx, PLAN_ATTR, None) or check(ctx)
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+@dataclass
+class Built:
+    trainer: object
+    model: object
+    callback: object
+    base: dict
+    base_fingerprint: str
+    initial_adapter: dict
+    parameters: dict
+
+
+def build_trainer(ctx: StageContext, *, base: dict | None = None, output_dir: Path | None = None) -> Built:
+    """Load base (and parents), wrap with the adapter to train, and build the TRL trainer."""
+    import torch
+
+    from . import checks, loading
+    from .callbacks import RegistryCallback
+
+    plan = plan_of(ctx)
+    base = base or ctx.base
+    _quiet_libraries()
+    from transformers import set_seed
+
+    set_seed(ctx.config.seed)  # LoRA init draws from the RNG: same seed, same adapter
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # the recorded peak covers loading and training
+    tokenizer = loading.load_tokenizer(base)
+    model = loading.load_base_model(base, quantize=ctx.request.quantize, for_training=True)
+    fingerprint = checks.base_fingerprint(model)
+    model = _wrap(ctx, plan, model)
+    callback = RegistryCallback(ctx)
+    trainer_cls, args = _trainer_args(ctx, plan, output_dir or ctx.run_dir / "trainer")
+    trainer = trainer_cls(
+        model=model, args=args, train_dataset=data_mod.to_dataset(plan.train_rows),
+        eval_dataset=data_mod.to_dataset(plan.eval_rows) if plan.eval_rows else None,
+        processing_class=tokenizer, callbacks=[callback])
+    _after_trainer_init(trainer.model, plan)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)  # stdout carries data only; progress goes to the reporter
+    trainer.remove_callback(ProgressCallback)
+    initial = checks.adapter_state(trainer.model, loading.TRAINED)
+    return Built(trainer=trainer, model=trainer.model, callback=callback, base=base,
+                 base_fingerprint=fingerprint, initial_adapter=initial,
+                 parameters=checks.parameter_counts(trainer.model))
+
+
+def _wrap(ctx: StageContext, plan: Plan, model):
+    """The PeftModel to train: a new adapter, or the parent's weights made trainable."""
+    from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+
+    from . import loading
+
+    chain_names = [loading.adapter_name(a["ref"]) for a in plan.frozen]
+    model = loading.attach_frozen(model, plan.frozen)
+    if plan.mode == "continue":
+        config = PeftConfig.from_pretrained(ctx.parent["path"])
+        config.lora_dropout = ctx.config.lora_dropout  # the one LoRA setting a child may change
+        config.inference_mode = False
+        if isinstance(model, PeftModel):
+            model.load_adapter(ctx.parent["path"], adapter_name=loading.TRAINED, is_trainable=True)
+        else:
+            model = PeftModel.from_pretrained(model, ctx.parent["path"], config=config, is_trainable=True)
+    else:
+        lora = LoraConfig(**lora_kwargs(ctx.config))
+        if isinstance(model, PeftModel):
+            model.add_adapter(loading.TRAINED, lora)
+        else:
+            model = get_peft_model(model, lora)
+    if chain_names:
+        loading.activate(model, chain_names, loading.TRAINED)
+        _keep_chain_active(model, chain_names)
+    return model
+
+
+def _keep_chain_active(model, chain_names: list[str]) -> None:
+    """Switching adapters (TRL does, for the DPO reference) must keep the frozen chain active.
+
+    TRL's reference pass calls ``set_adapter("ref")`` and then ``set_adapter(previous)``; with
+    stacked parents beneath, both must see the parents too, so the reference is parent (+ copy of
+    the starting adapter) rather than the bare base.
+    """
+    from . import loading
+
+    def set_adapter(adapter_name, inference_mode=False):
+        loading.activate(model, chain_names, adapter_name)
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.requires_grad_(f".{loading.TRAINED}." in name and not inference_mode
+                                     and adapter_name == loading.TRAINED)
+
+    model.set_adapter = set_adapter
+
+
+def _after_trainer_init(model, plan: Plan) -> None:
+    """Freeze TRL's ``ref`` copy (a DPO reference never trains) so the optimizer never holds it."""
+    peft_config = getattr(model, "peft_config", {})
+    if "ref" in peft_config:
+        for name, param in model.named_parameters():
+            if ".ref." in name:
+                param.requires_grad_(False)
+
+
+def _trainer_args(ctx: StageContext, plan: Plan, output_dir: Path):
+    import torch
+
+    if plan.kind == "sft":
+        from trl import SFTConfig as ArgsClass, SFTTrainer as TrainerClass
+    else:
+        from trl import DPOConfig as ArgsClass, DPOTrainer as TrainerClass
+    kwargs = training_kwargs(ctx.config)
+    cuda = torch.cuda.is_available()
+    if kwargs.get("bf16") is None:
+        kwargs["bf16"] = bool(cuda and torch.cuda.is_bf16_supported())
+    # transformers 5 renamed it; TRL's configs still default the old name to True.
+    kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing", False)
+    save_steps = ctx.request.save_steps
+    eval_steps = kwargs.pop("eval_steps", None)
+    kwargs.update(
+        output_dir=str(output_dir), report_to=[], disable_tqdm=True, use_cpu=not cuda,
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
+        save_total_limit=None, eval_strategy="steps" if (plan.eval_rows and eval_steps) else "no",
+        eval_steps=eval_steps, logging_first_step=True, dataloader_pin_memory=cuda)
+    return TrainerClass, ArgsClass(**kwargs)
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    import datasets
+    import transformers
+
+    # Deprecation notices about names TRL itself still uses say nothing the user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+def train(ctx: StageContext, resume_from: str | Path | None = None) -> dict | None:
+    """Train, check, record and publish; return the new version (None if the run was stopped)."""
+    if resume_from is None and ctx.resume_from:  # set by the `resume` stage: a verified copy
+        resume_from = ctx.resume_from["path"]
+    plan = plan_of(ctx)
+    base = ctx.base
+    derived = None
+    if plan.mode == "merge":
+        derived = _derived_base(ctx)
+        base = derived
+    started = time.monotonic()
+    built = build_trainer(ctx, base=base)
+    output = built.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    wall = time.monotonic() - started
+    if ctx.should_stop():
+        ctx.reporter.message(f"stopped at step {built.callback.stopped_at}; checkpoint saved")
+        return None
+    eval_metrics = {}
+    if plan.eval_rows:
+        eval_metrics = built.trainer.evaluate()
+        ctx.progress(built.trainer.state.global_step, built.trainer.state.max_steps,
+                     metrics={k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))})
+    return _publish(ctx, plan, built, output, eval_metrics, wall, derived)
+
+
+def _derived_base(ctx: StageContext) -> dict:
+    """The parent merged into its base: made once, reused by later runs (and by a resume)."""
+    from .merge import default_base_name, merge_adapter_into_base
+
+    name = default_base_name(ctx.parent)
+    existing = ctx.registry.query("SELECT name FROM bases WHERE name = ?", [name])
+    if existing:
+        ctx.reporter.message(f"training on derived base {name}")
+        return ctx.registry.base(name)
+    ctx.reporter.message(f"merging {ctx.parent['ref']} into derived base {name}")
+    return merge_adapter_into_base(ctx.registry, ctx.parent, name, _merge_dtype(ctx.base),
+                                   reporter=ctx.reporter)
+
+
+def _publish(ctx, plan: Plan, built: Built, output, eval_metrics: dict, wall: float, derived) -> dict:
+    from . import checks
+    from .loading import TRAINED
+
+    model = built.model
+    if checks.base_fingerprint(model) != built.base_fingerprint:
+        from ..errors import IntegrityError
+
+        raise IntegrityError("base weights changed during training", "the version was not published")
+    with ctx.staging("adapter") as staged:
+        model.save_pretrained(str(staged), selected_adapters=[TRAINED])
+        r = model.peft_config[TRAINED].r
+        expected = checks.expected_shapes(model, TRAINED, r, ctx.config.use_dora)
+        tensor_check = checks.check_adapter_file(staged, built.initial_adapter, expected)
+        (staged / "adaptr.json").write_text(json.dumps({"stage": ctx.stage.name, "mode": plan.mode,
+                                                        "base": built.base["name"]}, indent=1))
+        record = _record(ctx, plan, built, output, eval_metrics, wall, tensor_check)
+        metrics = {**{k: v for k, v in output.metrics.items() if isinstance(v, (int, float))},
+                   **{k: v for k, v in built.callback.last_logs.items() if k.startswith(("rewards/", "logps/"))},
+                   **{k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))}}
+        return ctx.publish_adapter(staged, record=record, metrics=metrics,
+                                   parents=_edges(ctx, plan, derived), base=built.base["name"])
+
+
+def _edges(ctx: StageContext, plan: Plan, derived) -> list:
+    if not ctx.parent:
+        return []
+    params = {"mode": plan.mode}
+    if plan.reference:
+        params["reference_policy"] = plan.reference
+    if derived is not None:
+        params["derived_base"] = derived["name"]
+    edges = ctx.lineage_parents(params)
+    if plan.mode == "continue":  # loading the child needs what the parent was stacked on
+        edges += [(a, "stacked", {"mode": "continue", "inherited_from": ctx.parent["ref"]})
+                  for a in plan.frozen]
+    return edges
+
+
+def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_check) -> dict:
+    from . import checks
+
+    base = built.base
+    tokens = built.callback.num_tokens
+    runtime = output.metrics.get("train_runtime") or wall
+    return {
+        "trainer": f"trl.{'SFTTrainer' if plan.kind == 'sft' else 'DPOTrainer'}",
+        "mode": plan.mode or "new",
+        "parent": ctx.parent["ref"] if ctx.parent else None,
+        "reference_policy": plan.reference,
+        "frozen_adapters": [a["ref"] for a in plan.frozen],
+        "base": {"name": base["name"], "source": base.get("source"), "revision": base.get("revision"),
+                 "config_sha256": base.get("config_sha256"), "tokenizer_sha256": base.get("tokenizer_sha256"),
+                 "sha256": base.get("sha256"), "weights_fingerprint": built.base_fingerprint},
+        "data": {**plan.train.describe(), "train_rows": len(plan.train_rows)},
+        "eval_data": plan.eval_source,
+        "seed": ctx.config.seed,
+        "quantize": ctx.request.quantize,
+        "lora": {k: v for k, v in lora_kwargs(ctx.config).items() if k != "task_type"},
+        "libraries": checks.library_versions(),
+        "parameters": built.parameters,
+        "memory": checks.memory_record(built.callback.peak_rss),
+        "speed": {"train_runtime_s": runtime, "wall_s": round(wall, 3), "tokens": tokens,
+                  "tokens_per_second": round(tokens / runtime, 2) if runtime and tokens else None,
+                  "steps": built.trainer.state.global_step},
+        "first_logged": built.callback.first_logs,
+        "final_metrics": built.callback.last_logs,
+        "eval_metrics": {k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))},
+        "checks": {"base_weights_unchanged": True, **tensor_check},
+    }

@@ -1,0 +1,172 @@
+"""Registry upkeep shared by `adaptr gc`, `adaptr doctor` and the TUI: leftovers and health."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import store
+from .errors import AdaptrError
+from .registry import Registry
+
+# Staging and trash directories are named PREFIX-PID-RANDOM (see ArtifactStore.staging).
+_PID_IN_NAME = re.compile(r"-(?P<pid>[0-9]+)-[A-Za-z0-9_]+$")
+ACTIVE_RUN_STATUSES = ("queued", "running")
+
+
+@dataclass
+class Leftover:
+    path: Path
+    reason: str
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def find_leftovers(registry: Registry) -> list[Leftover]:
+    """Directories no row points at and staging directories of dead processes."""
+    found = _dead_staging(registry) + _orphan_adapters(registry) + _orphan_bases(registry)
+    return found + _orphan_checkpoints(registry)
+
+
+def _dead_staging(registry: Registry) -> list[Leftover]:
+    out = []
+    tmp = registry.store.tmp
+    for path in sorted(tmp.iterdir()) if tmp.is_dir() else []:
+        match = _PID_IN_NAME.search(path.name)
+        if match is None:
+            out.append(Leftover(path, "temporary file not made by adaptr"))
+        elif not pid_alive(int(match["pid"])):
+            out.append(Leftover(path, f"staging directory of process {match['pid']}, which is gone"))
+    return out
+
+
+def _orphan_adapters(registry: Registry) -> list[Leftover]:
+    root = registry.root / "adapters"
+    if not root.is_dir():
+        return []
+    known = {row["path"] for row in registry.query("SELECT path FROM adapters")}
+    out = []
+    for name_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        versions = sorted(p for p in name_dir.iterdir())
+        orphans = [p for p in versions if registry.store.relative(p) not in known]
+        out += [Leftover(p, "adapter directory with no registry row") for p in orphans]
+        if len(orphans) == len(versions):
+            out.append(Leftover(name_dir, "adapter name directory left empty"))
+    return out
+
+
+def _orphan_bases(registry: Registry) -> list[Leftover]:
+    root = registry.root / "bases"
+    if not root.is_dir():
+        return []
+    known = {row["path"] for row in registry.query("SELECT path FROM bases WHERE path IS NOT NULL")}
+    return [Leftover(p, "base directory with no registry row")
+            for p in sorted(root.iterdir()) if registry.store.relative(p) not in known]
+
+
+def _orphan_checkpoints(registry: Registry) -> list[Leftover]:
+    """Checkpoint directories with no row, in runs that are over (a live run may be writing one)."""
+    out = []
+    runs = registry.query("SELECT id, status, run_dir FROM runs")
+    recorded = {row["path"] for row in registry.query("SELECT path FROM checkpoints")}
+    for run in runs:
+        if run["status"] in ACTIVE_RUN_STATUSES:
+            continue
+        run_dir = registry.store.absolute(run["run_dir"])
+        checkpoints = run_dir / "checkpoints"
+        for path in sorted(checkpoints.iterdir()) if checkpoints.is_dir() else []:
+            if registry.store.relative(path) not in recorded:
+                out.append(Leftover(path, f"checkpoint with no registry row (run {run['id']}, {run['status']})"))
+        # The Trainer writes checkpoint-N here before adaptr seals it into checkpoints/; one
+        # still here was cut short by a kill.
+        for path in sorted((run_dir / "trainer").glob("checkpoint-*")):
+            out.append(Leftover(path, f"unsealed trainer checkpoint (run {run['id']}, {run['status']})"))
+    return out
+
+
+def collect_garbage(registry: Registry, *, dry_run: bool = False) -> list[Leftover]:
+    """Remove leftovers; return what was (or, with ``dry_run``, would be) removed.
+
+    The scan and the renames into trash run inside one write transaction, so no publish can
+    place a directory and record its row in between.
+    """
+    from .jobs import refresh
+
+    refresh(registry)  # a run whose process died is over: its partial checkpoints can go
+    with registry.write():
+        leftovers = find_leftovers(registry)
+        if dry_run:
+            return leftovers
+        doomed = [registry._move_to_trash(item.path) for item in leftovers
+                  if item.path.parent != registry.store.tmp]
+    for path in [item.path for item in leftovers if item.path.parent == registry.store.tmp] + doomed:
+        if path is not None:
+            _remove(path)
+    return leftovers
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# -- health --------------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    ref: str
+    message: str
+
+
+def check_health(registry: Registry) -> tuple[int, list[Problem]]:
+    """Verify every adapter and owned base against its manifest, and every local base's config.
+
+    Returns the number of artifacts checked and the problems found.
+    """
+    problems: list[Problem] = []
+    checked = 0
+    for row in registry.query("SELECT id, name, version, path, sha256 FROM adapters ORDER BY name, version"):
+        checked += 1
+        ref = f"{row['name']}-v{row['version']}"
+        _verify(problems, ref, registry.store.absolute(row["path"]), row["sha256"])
+    for base in registry.bases():
+        checked += 1
+        if base["owned"]:
+            _verify(problems, base["name"], Path(base["path"]), base["sha256"])
+        elif base["path"]:
+            problems += _check_local_base(base)
+    return checked, problems
+
+
+def _verify(problems: list[Problem], ref: str, path: Path, sha256: str | None) -> None:
+    try:
+        if not path.is_dir():
+            raise AdaptrError(f"{path} is missing")
+        store.verify(path, sha256)
+    except AdaptrError as exc:
+        problems.append(Problem(ref, exc.message))
+
+
+def _check_local_base(base: dict) -> list[Problem]:
+    config = Path(base["path"]) / "config.json"
+    if not config.is_file():
+        return [Problem(base["name"], f"{config} is missing")]
+    if base["config_sha256"] and store.sha256_file(config) != base["config_sha256"]:
+        return [Problem(base["name"], f"{config} changed since the base was added")]
+    return []

@@ -1,0 +1,145 @@
+"""`adaptr export`: any version as files a plain transformers/PEFT user loads, plus `adaptr.json`.
+
+- an adapter: its PEFT directory (``PeftModel.from_pretrained(base, OUT_DIR)``), with its stacked
+  parents under ``stacked/`` and ``LOAD_ORDER.md`` saying how to load them;
+- ``--merged``: the full model (``AutoModelForCausalLM.from_pretrained(OUT_DIR)``), streamed;
+- a base name (a derived base, say): its model directory.
+
+Everything is written into a temporary directory beside ``OUT_DIR`` and renamed into place, so a
+failure leaves nothing behind. ``OUT_DIR`` must not exist or be empty.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from adaptr import UsageError, __version__
+
+ADAPTR_JSON = "adaptr.json"
+_MANIFEST = "adaptr-manifest.json"
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} exists and is not empty", "export into a new or empty directory")
+    return out
+
+
+def export(registry, ref: str, out_dir: str | os.PathLike, *, merged: bool = False, dtype: str = "bf16",
+           reporter=None) -> dict:
+    """Export ``ref`` (an adapter ref or a base name) into ``out_dir``; return the adaptr.json data."""
+    from adaptr.hf.merge import OUTPUT_DTYPES, merge_chain, plan_for_adapter, read_adapter_config
+
+    out = check_out_dir(out_dir)
+    if dtype not in OUTPUT_DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}", f"use one of {', '.join(OUTPUT_DTYPES)}")
+    node = registry.node(ref)
+    if node["kind"] == "base":
+        if not node.get("path"):
+            raise UsageError(f"base {node['name']!r} has no local files to export", "download it first")
+        writer, info = (lambda tmp: _copy_files(Path(node["path"]), tmp)), {"kind": "base"}
+    elif merged:
+        _, chain, plan = plan_for_adapter(registry, node)
+        writer = lambda tmp: _write_merged(plan, tmp, dtype, reporter)  # noqa: E731
+        info = {"kind": "merged_model", "chain": [a["ref"] for a in chain], "dtype": dtype}
+    else:
+        chain = merge_chain(registry, node)
+        for adapter in chain:
+            read_adapter_config(Path(adapter["path"]), adapter["ref"])
+        writer = lambda tmp: _write_adapter_chain(registry, chain, tmp)  # noqa: E731
+        info = {"kind": "adapter", "chain": [a["ref"] for a in chain]}
+    return _atomically(out, lambda tmp: _provenance(registry, node, info, writer(tmp), tmp))
+
+
+def _atomically(out: Path, fill) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.adaptr-", dir=out.parent))
+    try:
+        result = fill(tmp)
+        if out.exists():
+            out.rmdir()  # checked empty before the work began
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
+
+
+def _copy_files(src: Path, dst: Path, skip: tuple[str, ...] = (_MANIFEST, ADAPTR_JSON)) -> dict:
+    for path in sorted(src.rglob("*")):
+        if path.is_file() and path.name not in skip:
+            target = dst / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    return {}
+
+
+def _write_merged(plan, tmp: Path, dtype: str, reporter) -> dict:
+    from adaptr.hf.merge import write_merged_model
+
+    return {"merge": write_merged_model(plan, tmp, dtype, reporter)}
+
+
+def _write_adapter_chain(registry, chain: list[dict], tmp: Path) -> dict:
+    """The adapter at the top level; stacked parents in ``stacked/NN-REF`` (parent first)."""
+    base = registry.base(chain[-1]["base"])
+    _copy_adapter(chain[-1], tmp, base)
+    order = []
+    for position, parent in enumerate(chain[:-1], start=1):
+        sub = f"stacked/{position:02d}-{parent['ref']}"
+        _copy_adapter(parent, tmp / sub, base)
+        order.append({"path": sub, "ref": parent["ref"], "adapter_name": parent["ref"]})
+    order.append({"path": ".", "ref": chain[-1]["ref"], "adapter_name": chain[-1]["ref"]})
+    if len(order) > 1:
+        (tmp / "LOAD_ORDER.md").write_text(_load_order_note(order, base))
+    return {"load_order": order}
+
+
+def _copy_adapter(adapter: dict, dst: Path, base: dict) -> None:
+    _copy_files(Path(adapter["path"]), dst)
+    config_path = dst / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    if base.get("source_kind") == "hub":  # a Hub id loads anywhere; a local path would not
+        config["base_model_name_or_path"] = base["source"]
+        config["revision"] = base.get("revision")
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _load_order_note(order: list[dict], base: dict) -> str:
+    lines = [f"# Load order\n\nThis adapter was trained stacked on {len(order) - 1} frozen parent(s); all of them "
+             f"must be active together, on base `{base['source']}`:\n\n```python",
+             "from peft import PeftModel", "from transformers import AutoModelForCausalLM", "",
+             f"model = AutoModelForCausalLM.from_pretrained({base['source']!r})",
+             f"model = PeftModel.from_pretrained(model, {order[0]['path']!r}, adapter_name={order[0]['adapter_name']!r})"]
+    lines += [f"model.load_adapter({o['path']!r}, adapter_name={o['adapter_name']!r})" for o in order[1:]]
+    names = [o["adapter_name"] for o in order]
+    lines += [f"model.base_model.set_adapter({names!r})", "```", "",
+              "Or get one model with all of them merged in: `adaptr export REF DIR --merged`.", ""]
+    return "\n".join(lines)
+
+
+def _public(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("path", "id", "base_id")}
+
+
+def _provenance(registry, node: dict, info: dict, written: dict, tmp: Path) -> dict:
+    base = registry.base(node["base"]) if node["kind"] == "adapter" else node
+    data = {
+        "format": 1, "exported_by": f"adaptr {__version__}",
+        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "ref": node["ref"], **info, **written,
+        "record": _public(node), "base": _public(base),
+        "lineage": [{k: e[k] for k in ("child_ref", "parent_ref", "relation", "params", "parent_kind")}
+                    for e in registry.ancestors(node["id"])],
+    }
+    if base.get("source_kind") == "derived":
+        data["base_note"] = (f"base {base['name']!r} is a derived base made by adaptr; "
+                             f"`adaptr export {base['name']} DIR` writes its model files")
+    (tmp / ADAPTR_JSON).write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return data

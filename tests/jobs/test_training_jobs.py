@@ -1,0 +1,77 @@
+"""Jobs with the real SFT stage on the tiny CPU model: exact resume after SIGKILL, accelerate DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from adaptr import StageRequest, jobs, run_stage
+from adaptr.stages import CHECKPOINT_INFO
+from conftest import run_cli
+
+from .helpers import killed_after_checkpoint, losses
+
+pytestmark = pytest.mark.slow
+
+LORA = {"r": 4, "lora_alpha": 8, "max_length": 48, "learning_rate": 1e-3, "logging_steps": 1}
+
+
+@pytest.fixture
+def sft_data(tmp_path) -> Path:
+    path = tmp_path / "train.jsonl"
+    rows = [{"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f" It is {2 * i}."}
+            for i in range(48)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def sft_request(data: Path, save_steps: int | None = None, **config) -> StageRequest:
+    return StageRequest(stage="sft", base="tiny", data=str(data), config={**LORA, **config},
+                        save_steps=save_steps)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_sft_resumed_after_sigkill_matches_an_uninterrupted_run_bit_for_bit(
+        registry_with_base, sft_data, monkeypatch, accumulation):
+    registry = registry_with_base
+    settings = {"max_steps": 20, "per_device_train_batch_size": 2 // accumulation,
+                "gradient_accumulation_steps": accumulation}
+    reference = run_stage(registry, sft_request(sft_data, save_steps=10, **settings))
+    killed = killed_after_checkpoint(registry, sft_request(sft_data, save_steps=10, **settings), 10,
+                                     monkeypatch)
+    checkpoint = registry.checkpoints(killed["id"])[0]
+    assert json.loads((Path(checkpoint["path"]) / "trainer_state.json").read_text())["global_step"] == 10
+    assert json.loads((Path(checkpoint["path"]) / CHECKPOINT_INFO).read_text())["step"] == 10
+
+    proc = run_cli("resume", killed["id"], registry=registry)
+    assert proc.returncode == 0, proc.stderr
+    resumed = registry.run(proc.stdout.strip())
+    assert resumed["status"] == "succeeded" and resumed["resumed_from_step"] == 10
+    expected = {step: loss for step, loss in losses(registry, reference["id"]).items() if step > 10}
+    assert sorted(expected) == list(range(11, 21))
+    assert losses(registry, resumed["id"]) == expected  # float equality: bit-identical
+    version = registry.resolve(resumed["output_ref"])
+    assert version["stage"] == "sft"
+    assert version["record"]["resumed_from"]["text"] == f"resumed from checkpoint 10 of run {killed['id']}"
+
+
+def test_accelerate_two_cpu_processes_register_one_version(registry_with_base, sft_data):
+    registry = registry_with_base
+    run = jobs.submit(registry, sft_request(sft_data, save_steps=4, max_steps=4,
+                                            per_device_train_batch_size=2),
+                      executor="accelerate", options={"processes": 2})
+    done = jobs.wait(registry, run["id"], timeout=240)
+    assert done["status"] == "succeeded", "\n".join(jobs.tail(done, 40))
+    assert len(registry.adapters()) == 1 and done["output_ref"] == "sft-v1"
+    [checkpoint] = registry.checkpoints(run["id"])
+    names = {p.name for p in Path(checkpoint["path"]).iterdir()}
+    assert {"rng_state_0.pth", "rng_state_1.pth", "optimizer.pt"} <= names  # both ranks wrote theirs
+
+    single = run_stage(registry, sft_request(sft_data, max_steps=4, per_device_train_batch_size=4))
+    two, one = losses(registry, run["id"]), losses(registry, single["id"])
+    assert sorted(two) == sorted(one) == [1, 2, 3, 4]
+    for step in one:
+        assert math.isclose(two[step], one[step], rel_tol=0.02), (step, two[step], one[step])

@@ -1,0 +1,183 @@
+"""The launch form: built from any stage's config, errors as notifications, launch -> watch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from textual.widgets import Checkbox, Input, Log, ProgressBar, Select
+
+from adaptr.tui import make_app
+from adaptr.tui.screens.adapters import AdaptersScreen
+from adaptr.tui.screens.launch import LaunchScreen, Prefill
+from adaptr.tui.screens.runs import RunsScreen
+from adaptr.tui.widgets.loss_plot import LossPlot
+
+from .tui_helpers import record_notifications, run, settle, wait_until
+
+SIZE = (120, 36)
+
+
+@pytest.fixture
+def sft_data(tmp_path) -> Path:
+    path = tmp_path / "train.jsonl"
+    rows = [{"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f" It is {2 * i}."}
+            for i in range(32)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def set_value(screen: LaunchScreen, selector: str, value) -> None:
+    screen.query_one(selector).value = value
+
+
+def test_form_follows_the_stage_config_and_sends_only_changes(lineage_registry, toy_stage):
+    async def scenario():
+        app = make_app(lineage_registry.root)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            screen = app.views["adapters"]
+            screen.select_ref("sft-v2")
+            app.open_launch(Prefill(stage=toy_stage, parent="sft-v2",
+                                    parent_config=screen.selected["config"]))
+            await settle(pilot)
+            form = app.screen
+            assert isinstance(form, LaunchScreen)
+            assert form.query_one("#f-parent", Input).value == "sft-v2"
+            assert form.query_one("#cfg-r", Input).value == "8"  # the parent's LoRA rank
+            assert isinstance(form.query_one("#cfg-packing"), Checkbox)
+            assert form.query_one("#cfg-schedule", Select).value == "linear"
+            assert not form.query_one("#f-data").parent.display  # tuitoy takes no data
+
+            set_value(form, "#cfg-steps", "5")
+            set_value(form, "#cfg-schedule", "cosine")
+            set_value(form, "#cfg-packing", True)
+            request, executor, gpus = form.build_request()
+            assert request.stage == toy_stage and request.parent == "sft-v2" and request.base is None
+            assert request.config == {"steps": "5", "schedule": "cosine", "packing": True}
+            assert (executor, gpus) == ("local", None)
+
+            set_value(form, "#f-stage", "merge")
+            await settle(pilot)
+            assert form.query_one("#cfg-into_base", Checkbox).value is False
+            assert not form.query_one("#f-base").parent.display
+            await pilot.press("escape")
+            await settle(pilot)
+            assert isinstance(app.screen, AdaptersScreen)
+    run(scenario())
+
+
+def test_merge_action_opens_the_merge_stage_into_base(lineage_registry):
+    async def scenario():
+        app = make_app(lineage_registry.root)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("m")
+            await settle(pilot)
+            form = app.screen
+            assert isinstance(form, LaunchScreen)
+            request, _, _ = form.build_request()
+            assert (request.stage, request.parent) == ("merge", "dpo-v2")
+            assert request.config == {"into_base": True}
+    run(scenario())
+
+
+def _submit_and_expect_error(lineage_registry, fill, expected: str, severity="error"):
+    async def scenario():
+        app = make_app(lineage_registry.root)
+        notes = record_notifications(app)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            app.views["adapters"].select_ref("sft-v1")
+            await pilot.press("n")
+            await settle(pilot)
+            form = app.screen
+            assert isinstance(form, LaunchScreen)
+            set_value(form, "#f-stage", "sft")
+            await settle(pilot)
+            fill(form)
+            await pilot.press("ctrl+s")
+            assert await wait_until(pilot, lambda: any(n.severity == severity for n in notes), timeout=60)
+            error = next(n for n in notes if n.severity == severity)
+            assert expected in error.message, error
+            assert app.screen is form  # the form stays open to be fixed
+            assert not form.query_one("#launch-submit").disabled
+            assert lineage_registry.query("SELECT COUNT(*) AS n FROM runs")[0]["n"] == 3  # nothing written
+    run(scenario())
+
+
+def test_bad_data_path_is_a_notification(lineage_registry, tmp_path):
+    missing = str(tmp_path / "no-such-file.jsonl")
+    _submit_and_expect_error(lineage_registry, lambda form: set_value(form, "#f-data", missing),
+                             "no-such-file.jsonl")
+
+
+def test_conflicting_lora_settings_are_a_notification(lineage_registry, sft_data):
+    def fill(form):
+        set_value(form, "#f-data", str(sft_data))
+        set_value(form, "#cfg-r", "4")  # the parent sft-v1 was trained with r=8
+
+    _submit_and_expect_error(lineage_registry, fill, "--mode merge")
+
+
+def test_qlora_without_cuda_is_a_notification(lineage_registry, sft_data):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: QLoRA is allowed here")
+
+    def fill(form):
+        set_value(form, "#f-data", str(sft_data))
+        set_value(form, "#f-quantize", "4bit")
+
+    _submit_and_expect_error(lineage_registry, fill, "CUDA")
+
+
+@pytest.mark.slow
+def test_launch_then_watch_a_real_detached_cpu_run(registry_with_base, sft_data):
+    """Launch sft on the tiny base from the form; the detached run updates live to the end."""
+    registry = registry_with_base
+
+    async def scenario():
+        app = make_app(registry.root, poll_interval=0.2)
+        notes = record_notifications(app)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("2")
+            await settle(pilot)
+            await pilot.press("n")
+            await settle(pilot)
+            form = app.screen
+            assert isinstance(form, LaunchScreen)
+            assert form.query_one("#f-base", Select).value == "tiny"
+            assert form.query_one("#f-stage", Select).value == "sft"
+            set_value(form, "#f-data", str(sft_data))
+            set_value(form, "#f-name", "tuirun")
+            for key, value in {"r": "4", "lora_alpha": "8", "max_length": "48", "max_steps": "12",
+                               "logging_steps": "1", "per_device_train_batch_size": "2",
+                               "learning_rate": "0.001"}.items():
+                set_value(form, f"#cfg-{key}", value)
+            await pilot.press("ctrl+s")
+
+            assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), timeout=60)
+            runs = app.screen
+            run_id = runs.selected_id
+            assert run_id and registry.run(run_id)["stage"] == "sft"
+            bar = runs.query_one(ProgressBar)
+            seen_running = await wait_until(
+                pilot, lambda: runs.runs.get(run_id, {}).get("status") in ("running", "succeeded"), timeout=120)
+            assert seen_running
+            assert await wait_until(pilot, lambda: runs.runs[run_id]["status"] != "running", timeout=300)
+            assert runs.runs[run_id]["status"] == "succeeded", registry.run(run_id)["error"]
+            await settle(pilot)
+            assert (bar.progress, bar.total) == (12, 12)
+            assert any("published tuirun-v1" in line for line in runs.query_one(Log).lines)
+            assert any("published tuirun-v1" in n.message for n in notes)
+
+            await pilot.press("o")
+            await settle(pilot)
+            adapters = app.screen
+            assert isinstance(adapters, AdaptersScreen) and adapters.selected["ref"] == "tuirun-v1"
+            plot = adapters.query_one(LossPlot)
+            assert "12 points" in str(plot.query_one(".caption").content)
+    run(scenario())
