@@ -52,7 +52,7 @@ class TmuxSession:
 def test_adaptr_tui_in_a_terminal(lineage_registry):
     exe = Path(sys.executable).parent / "adaptr"
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "adaptr"]
-    env = {"ADAPTR_REGISTRY": str(lineage_registry.root), "TERM": "xterm-256color",
+    env = {"ADAPTR_REGISTRY": str(lineage_registry.root),
            "PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1"}
     session = TmuxSession([*command, "tui"], env)
     try:
