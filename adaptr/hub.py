@@ -28,6 +28,7 @@ from .bases import TOKENIZER_FILES
 from .errors import AdaptrError, ConflictError, IntegrityError, NotFoundError, UsageError
 from .refs import check_adapter_name, check_name
 from .registry import Registry
+from .safetensors_meta import summarize
 
 RECORD_FILE = "adaptr.json"
 CARD_FILE = "README.md"
@@ -308,9 +309,9 @@ def push_version(registry: Registry, adapter: dict, repo_id: str, *, private: bo
                    CommitOperationAdd(CARD_FILE, model_card(meta, repo_id).encode())]
     operations += _stale_files(api, repo_id, head, {op.path_in_repo for op in operations})
     with hub_errors(repo_id):
-        commit = api.create_commit(repo_id, operations, commit_message=f"adaptr: {adapter['ref']}",
-                                   commit_description=f"Version {tag} of {adapter['name']}, pushed by adaptr.",
-                                   parent_commit=head)
+        commit = api.create_commit(
+            repo_id, operations, commit_message=f"adaptr: {adapter['ref']}",
+            commit_description=f"Version {tag} of {adapter['name']}, pushed by adaptr.", parent_commit=head)
     with hub_errors(repo_id):
         api.create_tag(repo_id, tag=tag, revision=commit.oid)
     _set_hub_columns(registry, adapter["id"], repo_id, commit.oid)
@@ -441,7 +442,7 @@ def _plan(plan: _PullPlan, api, repo_id: str, revision: str, *, name: str | None
     if RECORD_FILE in tree:
         meta = _download_record(repo_id, commit)
     else:
-        meta = _plain_peft_record(api, repo_id, commit, tree)
+        meta = _plain_peft_record(repo_id, commit, tree)
     local = _find_local(plan.registry, [meta.get("sha256"), _files_digest(meta)], repo_id, commit)
     if local is not None:
         return local
@@ -490,7 +491,8 @@ def _plan_parent(plan: _PullPlan, api, meta: dict, parent: dict):
             "then push the child again")
     if not plan.with_parents:
         raise NotFoundError(
-            f"{meta['ref']}'s parent {parent['ref']} ({hub['repo']}@{hub['revision']}) is not in this registry",
+            f"{meta['ref']}'s parent {parent['ref']} ({hub['repo']}@{hub['revision']}) "
+            "is not in this registry",
             "pass --with-parents to pull it too")
     return _plan(plan, api, hub["repo"], hub["commit"]), relation, params
 
@@ -500,13 +502,16 @@ def _local_base(registry: Registry, wanted: dict, ref: str) -> dict:
     candidates = [b for b in registry.bases() if b["config_sha256"] == wanted.get("config_sha256")]
     candidates.sort(key=lambda b: b["name"] != wanted["name"])
     for base in candidates:
-        if wanted.get("sha256") and base["sha256"] and base["sha256"] != wanted["sha256"]:
-            continue  # a derived base: the weights must match too
+        # Where both sides know the tokenizer digest or (derived bases) the weights digest, they must agree.
+        if any(wanted.get(key) and base[key] and base[key] != wanted[key]
+               for key in ("tokenizer_sha256", "sha256")):
+            continue
         return base
     raise NotFoundError(
         f"{ref} was trained on base {wanted['name']!r} ({wanted['source']}, config.json sha256 "
         f"{(wanted.get('config_sha256') or '?')[:12]}), and no registered base matches it",
-        f"register that model first (`adaptr base add {wanted['name']} --from PATH_OR_HUB_ID`), then pull again")
+        f"register that model first (`adaptr base add {wanted['name']} --from PATH_OR_HUB_ID`), "
+        "then pull again")
 
 
 def _plan_base(plan: _PullPlan, meta: dict) -> dict | str:
@@ -526,8 +531,9 @@ def _plan_base(plan: _PullPlan, meta: dict) -> dict | str:
             f"`adaptr base add OTHER --from {wanted['source']} --revision {wanted['revision']}`")
     kwargs = describe_hub_base(wanted["source"], wanted["revision"])
     if kwargs["info"]["config_sha256"] != wanted.get("config_sha256"):
-        raise IntegrityError(f"{wanted['source']}@{wanted['revision'][:12]}: config.json differs from the one "
-                             f"{meta['ref']} records", "the base repo was rewritten; pull cannot rebuild it")
+        raise IntegrityError(
+            f"{wanted['source']}@{wanted['revision'][:12]}: config.json differs from the one {meta['ref']} "
+            "records", "the base repo was rewritten; pull cannot rebuild it")
     plan.pending_bases[name] = kwargs
     return name
 
@@ -545,30 +551,24 @@ def _download_verified(repo_id: str, commit: str, meta: dict, tree: dict, staged
                                  "the repo was changed by hand; push the version again")
         with hub_errors(repo_id, commit):
             hf_hub_download(repo_id, name, revision=commit, local_dir=staged)
-        actual = store_mod.sha256_file(staged / name)
-        expected = entry.get("sha256") or _lfs_sha256(tree[name])
-        if expected is None:
-            expected_git = tree[name].blob_id
-            if _git_blob_sha1(staged / name) != expected_git:
-                raise IntegrityError(f"{repo_id}@{commit[:12]}: {name} does not match its git oid",
-                                     "the download was corrupted; pull again")
-        elif actual != expected:
-            raise IntegrityError(f"{repo_id}@{commit[:12]}: {name} does not match its sha256 in {RECORD_FILE}",
+        if not _matches(staged / name, entry, tree[name]):
+            against = f"its sha256 in {RECORD_FILE}" if meta["format"] else "its hash on the Hub"
+            raise IntegrityError(f"{repo_id}@{commit[:12]}: {name} does not match {against}",
                                  "the download or the repo is corrupted; pull again or re-push the version")
     shutil.rmtree(staged / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping
 
 
-def _lfs_sha256(repo_file) -> str | None:
-    return repo_file.lfs.sha256 if repo_file.lfs is not None else None
-
-
-def _git_blob_sha1(path: Path) -> str:
+def _matches(path: Path, entry: dict, remote) -> bool:
+    """Check against adaptr.json's sha256, else the Hub's LFS sha256, else the git blob id."""
     from huggingface_hub.utils.sha import git_hash
 
-    return git_hash(path.read_bytes())
+    expected = entry.get("sha256") or (remote.lfs.sha256 if remote.lfs is not None else None)
+    if expected:
+        return store_mod.sha256_file(path) == expected
+    return git_hash(path.read_bytes()) == remote.blob_id
 
 
-def _plain_peft_record(api, repo_id: str, commit: str, tree: dict) -> dict:
+def _plain_peft_record(repo_id: str, commit: str, tree: dict) -> dict:
     """A record for a repo that PEFT pushed itself: files from the tree, base from adapter_config.json."""
     from huggingface_hub import hf_hub_download
 
@@ -579,7 +579,8 @@ def _plain_peft_record(api, repo_id: str, commit: str, tree: dict) -> dict:
         raise UsageError(f"{repo_id} has no .safetensors weights", "adaptr never loads pickled weights; "
                          "convert the adapter with PEFT's save_pretrained(safe_serialization=True)")
     with hub_errors(repo_id, commit):
-        config = json.loads(Path(hf_hub_download(repo_id, "adapter_config.json", revision=commit)).read_text())
+        config_path = hf_hub_download(repo_id, "adapter_config.json", revision=commit)
+    config = json.loads(Path(config_path).read_text())
     files = {name: ({"sha256": f.lfs.sha256, "size": f.size} if f.lfs else {"size": f.size})
              for name, f in tree.items()
              if name not in (".gitattributes", CARD_FILE) and not is_pickle(name)}
@@ -594,8 +595,9 @@ def _plain_base(registry: Registry, source: str, repo_id: str) -> dict:
     for base in registry.bases():
         if source and (base["source"] == source or _same_path(base["source"], source)):
             return base
-    raise NotFoundError(f"{repo_id} is a PEFT adapter for base {source!r}, which is not registered",
-                        f"register it (`adaptr base add NAME --from {source or 'PATH_OR_HUB_ID'}`), then pull again")
+    raise NotFoundError(
+        f"{repo_id} is a PEFT adapter for base {source!r}, which is not registered",
+        f"register it (`adaptr base add NAME --from {source or 'PATH_OR_HUB_ID'}`), then pull again")
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -624,13 +626,27 @@ def describe_hub_base(hub_id: str, revision: str | None = None) -> dict:
             raise UsageError(f"{hub_id} has no config.json", "point --from at a transformers model repo")
         paths = {name: Path(hf_hub_download(hub_id, name, revision=info.sha))
                  for name in ("config.json", *TOKENIZER_FILES) if name in present}
+        num_parameters, dtype = _hub_weights_summary(api, hub_id, info.sha)
     config = json.loads(paths["config.json"].read_text())
-    tokenizer_digest = _tokenizer_sha256(paths)
     return {"source": hub_id, "source_kind": "hub", "revision": info.sha,
             "record": {"requested_revision": revision or "main"},
             "info": {"config_sha256": store_mod.sha256_file(paths["config.json"]),
-                     "tokenizer_sha256": tokenizer_digest,
+                     "tokenizer_sha256": _tokenizer_sha256(paths), "num_parameters": num_parameters,
+                     "dtype": dtype,
                      "architecture": (config.get("architectures") or [config.get("model_type")])[0]}}
+
+
+def _hub_weights_summary(api, hub_id: str, commit: str) -> tuple[int, str | None]:
+    """Parameter count and dtype from the safetensors headers alone (HTTP range requests)."""
+    from huggingface_hub.errors import NotASafetensorsRepoError
+
+    try:
+        metadata = api.get_safetensors_metadata(hub_id, revision=commit)
+    except NotASafetensorsRepoError:
+        raise UsageError(f"{hub_id} has no .safetensors weights",
+                         "adaptr loads safetensors only; pick a repo that has them") from None
+    return summarize({name: {"dtype": tensor.dtype, "shape": tensor.shape}
+                      for file in metadata.files_metadata.values() for name, tensor in file.tensors.items()})
 
 
 def _tokenizer_sha256(paths: dict[str, Path]) -> str:

@@ -131,16 +131,20 @@ def work(registry: Registry, run_id: str) -> dict | None:
         if not _await_rank0(registry, run_id):
             return None
         return stages.run_stage(registry, request, run_id=run_id)
-    run = _await_pid(registry, run)
-    if _claim(registry, run) is None:
+    stop = _StopFlag()
+    run = _claim(registry, _await_pid(registry, run), stop)
+    if run is None:
         return None
+    # run_stage(registry, request, run_id=...), in two halves: a cancel that arrives while the
+    # stage is being checked (imports can take seconds) must still reach the stage.
     try:
-        return stages.run_stage(registry, request, run_id=run_id)
-    except AdaptrError as exc:
-        # A check that failed after the run was queued (the data file changed, say) never
-        # reached execute(), which records every other ending.
+        ctx = stages.prepare(registry, request)
+    except AdaptrError as exc:  # e.g. the data file changed while the run was queued
         _end_if_active(registry, run_id, "failed", str(exc))
         raise
+    if stop.requested:
+        ctx.request_stop()
+    return stages.execute(ctx, run)
 
 
 def _cpu_ranks_without_cuda() -> None:
@@ -160,9 +164,8 @@ def _await_pid(registry: Registry, run: dict, timeout: float = 30.0) -> dict:
     return run
 
 
-def _claim(registry: Registry, run: dict) -> dict | None:
+def _claim(registry: Registry, run: dict, stop: "_StopFlag") -> dict | None:
     """Mark the run running once no earlier run holds its GPUs; None if cancelled meanwhile."""
-    stop = _StopFlag()
     announced = False
     while True:
         refresh(registry)

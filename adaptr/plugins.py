@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ _BUILTIN_EXECUTORS = "adaptr.executors"
 pm = pluggy.PluginManager(GROUP)
 pm.add_hookspecs(hookspecs)
 _loaded = False
+failed_plugins: dict[str, str] = {}  # entry-point name -> why it did not load
 
 
 def _allowed() -> set[str] | None:
@@ -50,11 +52,25 @@ def load_plugins() -> pluggy.PluginManager:
     for ep in importlib.metadata.entry_points(group=GROUP):
         if (allowed is not None and ep.name not in allowed) or pm.get_plugin(ep.name) is not None:
             continue  # pluggy's rule: a name registered first (the built-in) wins
-        pm.register(ep.load(), name=ep.name)
+        _register_entry_point(ep)
     for module_name in _extra_modules():
         if pm.get_plugin(module_name) is None:
             pm.register(_import_extra(module_name), name=module_name)
     return pm
+
+
+def _register_entry_point(ep) -> None:
+    """Load an outside plugin; one that fails to import is skipped with a warning, so a broken
+    install cannot take every adaptr command down with it (``adaptr plugins`` lists it)."""
+    try:
+        module = ep.load()
+    except Exception as exc:  # whatever the plugin's import raises
+        failed_plugins[ep.name] = f"{type(exc).__name__}: {exc}"
+        print(f"warning: plugin {ep.name!r} ({ep.value}) failed to load and is skipped: "
+              f"{failed_plugins[ep.name]} (hint: reinstall it, or leave it out with ADAPTR_LOAD_PLUGINS)",
+              file=sys.stderr)
+        return
+    pm.register(module, name=ep.name)
 
 
 def _import_extra(module_name: str):
@@ -142,4 +158,6 @@ def describe() -> list[dict]:
             "executors": sorted(e for e, owner in exec_owner.items() if owner == name),
             "hooks": hooks,
         })
+    out += [{"name": name, "module": None, "stages": [], "executors": [], "hooks": [], "error": error}
+            for name, error in sorted(failed_plugins.items())]
     return out

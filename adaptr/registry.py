@@ -464,8 +464,8 @@ class Registry:
 
     def tag(self, ref: str, alias: str) -> dict:
         check_name(alias, "alias")
-        adapter = self.resolve(ref)
         with self.write():
+            adapter = self.resolve(ref)  # inside: the version cannot be removed in between
             self.conn.execute(
                 "INSERT INTO aliases (name, alias, adapter_id, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name, alias) DO UPDATE SET adapter_id = excluded.adapter_id, "
@@ -475,8 +475,8 @@ class Registry:
 
     def untag(self, ref: str, alias: str) -> None:
         check_name(alias, "alias")
-        adapter = self.resolve(ref)
         with self.write():
+            adapter = self.resolve(ref)
             cur = self.conn.execute(
                 "DELETE FROM aliases WHERE name = ? AND alias = ? AND adapter_id = ?",
                 [adapter["name"], alias, adapter["id"]])
@@ -527,32 +527,30 @@ class Registry:
     def _walk(self, node_id: int, *, near: str, far: str, bases: bool) -> list[dict]:
         more, more_edges = self._REACH_BASES[near] if bases else ("", "")
         sql = self._REACH.format(near=near, far=far, more=more, more_edges=more_edges)
+        rows = self.conn.execute(sql, {"id": node_id}).fetchall()
+        near_at, far_at = (0, 1) if near == "child" else (1, 0)
         labels = self._labels({node_id})  # every other node is the far end of some edge
-        edges = []
-        for child, parent, relation, params, position, name, version, base in self.conn.execute(
-                sql, {"id": node_id}):
-            far_id = parent if far == "parent" else child
-            labels[far_id] = (f"{name}-v{version}", "adapter") if name else (base, "base")
-            edges.append({"child": child, "parent": parent, "relation": relation,
-                          "params": {} if params == "{}" else _json(params), "position": position})
-        for edge in edges:
-            edge["child_ref"], edge["child_kind"] = labels[edge["child"]]
-            edge["parent_ref"], edge["parent_kind"] = labels[edge["parent"]]
-        by_near: dict[int, list[dict]] = {}
-        for edge in edges:
-            by_near.setdefault(edge[near], []).append(edge)
-        depth_of = {node_id: 0}
-        frontier = [node_id]
+        by_near: dict[int, list[tuple]] = {}
+        for row in rows:
+            labels[row[far_at]] = (f"{row[5]}-v{row[6]}", "adapter") if row[5] else (row[7], "base")
+            by_near.setdefault(row[near_at], []).append(row)
+        edges, seen, frontier, depth = [], {node_id}, [node_id], 0
         while frontier:  # breadth first: each edge gets the depth of its shortest path
+            depth += 1
             following = []
-            for nid in frontier:
-                for edge in by_near.get(nid, ()):
-                    edge["depth"] = depth_of[nid] + 1
-                    if edge[far] not in depth_of:
-                        depth_of[edge[far]] = depth_of[nid] + 1
-                        following.append(edge[far])
+            for nid in sorted(frontier):
+                for child, parent, relation, params, position, *_ in sorted(
+                        by_near.get(nid, ()), key=lambda r: (r[4], r[far_at])):
+                    edges.append({
+                        "child": child, "parent": parent, "relation": relation,
+                        "params": {} if params == "{}" else _json(params), "position": position,
+                        "depth": depth, "child_ref": labels[child][0], "child_kind": labels[child][1],
+                        "parent_ref": labels[parent][0], "parent_kind": labels[parent][1]})
+                    far_id = parent if far_at == 1 else child
+                    if far_id not in seen:
+                        seen.add(far_id)
+                        following.append(far_id)
             frontier = following
-        edges.sort(key=lambda e: (e["depth"], e[near], e["position"], e[far]))
         return edges
 
     def _labels(self, ids: set[int]) -> dict[int, tuple[str, str]]:

@@ -1,9 +1,10 @@
 """SIGKILL training runs at random moments while they save checkpoints; check what resume picks.
 
 Each trial starts a detached SFT run on the tiny CPU model that saves a full checkpoint (adapter,
-optimizer, scheduler, RNG, trainer state) after every step, so most of its time is spent saving.
-Once its second checkpoint is recorded, it waits a random delay of up to two save intervals and
-SIGKILLs the run's process group. Then it checks that:
+optimizer, scheduler, RNG, trainer state) after every step. It times the first two saves (from
+the Trainer creating ``trainer/checkpoint-N`` to adaptr recording step N), then, when the next
+save starts, waits a random delay of up to 1.25 save durations and SIGKILLs the run's process
+group: the kill lands at a random point of a save (or just after one). Then it checks that:
 
 - the next look marks the run ``interrupted``;
 - the checkpoint the ``resume`` stage picks verifies against its manifest (and so does every
@@ -56,32 +57,24 @@ def _wait(predicate, timeout: float, what: str):
 
 
 def trial(registry, data: Path, rng: random.Random) -> dict:
-    """One detached run, killed at a random moment between saves; what was found afterwards."""
+    """One detached run, killed at a random moment inside one of its checkpoint saves."""
     from adaptr import StageRequest, jobs
 
     run = jobs.submit(registry, StageRequest(stage="sft", base="tiny", data=str(data),
                                              config=SFT_CONFIG, save_steps=1))
     run_id = run["id"]
-    recorded_at = {}
-
-    def checkpoints_seen(n):
-        for c in registry.checkpoints(run_id):
-            recorded_at.setdefault(c["step"], time.monotonic())
-        if registry.run(run_id)["status"] not in jobs.ACTIVE:
-            raise RuntimeError(f"run ended before the kill:\n{''.join(jobs.tail(run, 30))}")
-        return len(recorded_at) >= n
-
-    _wait(lambda: checkpoints_seen(2), 300, "two checkpoints")
-    interval = max(recorded_at[2] - recorded_at[1], 0.01)
-    delay = rng.uniform(0, 2 * interval)
+    # A save runs from the Trainer creating trainer/checkpoint-N to adaptr recording step N.
+    window = max(_save_duration(registry, run, step) for step in (1, 2))
+    target = _next_save_start(registry, run, 3)
+    delay = rng.uniform(0, 1.25 * window)
     time.sleep(delay)
     os.killpg(run["pid"], signal.SIGKILL)
     _wait(lambda: registry.run(run_id)["status"] == "interrupted" or jobs.refresh(registry), 30,
           "interrupted")
     found = _partials(registry, registry.run(run_id))
-    outcome = {"run": run_id, "delay_s": round(delay, 4), "save_interval_s": round(interval, 4),
-               "status": registry.run(run_id)["status"], "left_over": found,
-               **_resume_pick(registry, run_id)}
+    outcome = {"run": run_id, "killed_in_save_of_step": target, "delay_s": round(delay, 4),
+               "save_window_s": round(window, 4), "status": registry.run(run_id)["status"],
+               "left_over": found, **_resume_pick(registry, run_id)}
     from adaptr.maintenance import collect_garbage
 
     outcome["gc_removed"] = len(collect_garbage(registry))
@@ -89,6 +82,38 @@ def trial(registry, data: Path, rng: random.Random) -> dict:
     outcome["ok"] = (outcome["status"] == "interrupted" and outcome["picked_verifies"]
                      and outcome["all_recorded_verify"] and not any(outcome["left_after_gc"].values()))
     return outcome
+
+
+def _recorded(registry, run: dict, step: int) -> bool:
+    from adaptr import jobs
+
+    if registry.run(run["id"])["status"] not in jobs.ACTIVE:
+        raise RuntimeError(f"run ended before the kill:\n{''.join(jobs.tail(run, 30))}")
+    return any(c["step"] == step for c in registry.checkpoints(run["id"]))
+
+
+def _save_duration(registry, run: dict, step: int) -> float:
+    _next_save_start(registry, run, step, exact=True)
+    started = time.monotonic()
+    _wait(lambda: _recorded(registry, run, step), 120, f"checkpoint {step} recorded")
+    return time.monotonic() - started
+
+
+def _next_save_start(registry, run: dict, step: int, exact: bool = False) -> int:
+    """Block until the Trainer starts saving ``step`` (or a later step, unless ``exact``)."""
+    trainer_dir = Path(run["run_dir"]) / "trainer"
+    deadline = time.monotonic() + 300
+    polls = 0
+    while time.monotonic() < deadline:
+        if (trainer_dir / f"checkpoint-{step}").exists():
+            return step
+        polls += 1
+        if polls % 200 == 0 and _recorded(registry, run, step):  # missed it: saved too fast
+            if exact:
+                return step
+            step += 1
+        time.sleep(0.0005)
+    raise TimeoutError(f"timed out waiting for the save of step {step}")
 
 
 def _partials(registry, run: dict) -> dict:
@@ -133,7 +158,7 @@ def run_trials(trials: int, seed: int = 0, directory: Path | None = None) -> dic
         started = time.monotonic()
         outcomes = [trial(registry, data, rng) for _ in range(trials)]
         registry.close()
-    mid_save = sum(1 for o in outcomes if any(o["left_over"].values()))
+    mid_save = sum(1 for o in outcomes if any(o["left_over"].values()))  # left partial files
     return {
         "benchmark": "checkpoint_crash",
         "trials": trials,
@@ -155,9 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where to build the registry (default: a temporary directory)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    result = run_trials(args.trials, args.seed)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    result = run_trials(args.trials, args.seed, args.workdir)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -236,7 +236,8 @@ def main() -> None:
             "aim_peak_rss_mb": round(aim / 2**20, 1),
             "adaptr_within_aim": summary["adaptr"]["peak_rss_mb_max"] <= aim / 2**20,
             "speedup_vs_peft": round(summary["peft"]["seconds_median"] / summary["adaptr"]["seconds_median"], 2),
-            "rss_ratio_peft_over_adaptr": round(summary["peft"]["peak_rss_mb_max"] / summary["adaptr"]["peak_rss_mb_max"], 2),
+            "rss_ratio_peft_over_adaptr": round(
+                summary["peft"]["peak_rss_mb_max"] / summary["adaptr"]["peak_rss_mb_max"], 2),
             "max_bf16_ulps_vs_peft_sampled": _max_ulps(work / "out-peft", work / "out-adaptr", names),
         }
     finally:

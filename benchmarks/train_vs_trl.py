@@ -7,7 +7,10 @@ with PeftModel.from_pretrained(is_trainable=True), which is what adaptr does).
 
 - ``wall_s``: from before the model loads to the saved adapter (adaptr also validates the data,
   records the run, hashes the base weights twice, checks the saved tensors and publishes).
+- ``cpu_s``: the process's CPU time over the same span; on a shared machine it is steadier than
+  wall time (with one thread, it is the work done).
 - ``train_s`` / ``tokens_per_s``: the Trainer's own train_runtime and TRL's logged num_tokens.
+- ``outside_train_s``: wall minus train time (loading, preparing, checking, saving).
 
     python benchmarks/train_vs_trl.py [--hidden 256] [--layers 4] [--steps 30] [--repeats 3]
                                       [--threads 1] [--json-out F]
@@ -59,11 +62,11 @@ def child_adaptr(kind: str, work: Path, steps: int) -> dict:
         request = StageRequest(stage="dpo", parent="sft-v1", data=str(data_file(PREFERENCE_DATA)),
                                config={k: v for k, v in config.items() if k not in LORA})
     plugins.load_plugins()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     run = run_stage(registry, request)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     speed = registry.resolve(run["output_ref"])["record"]["speed"]
-    return {"wall_s": wall, "train_s": speed["train_runtime_s"], "tokens": speed["tokens"]}
+    return {"wall_s": wall, "cpu_s": cpu, "train_s": speed["train_runtime_s"], "tokens": speed["tokens"]}
 
 
 def child_trl(kind: str, work: Path, steps: int) -> dict:
@@ -79,7 +82,7 @@ def child_trl(kind: str, work: Path, steps: int) -> dict:
     args = dict(SETTINGS, max_steps=steps, output_dir=str(work / f"trl-{kind}"), report_to=[],
                 disable_tqdm=True, save_strategy="no", use_cpu=not torch.cuda.is_available(),
                 activation_checkpointing=False, logging_first_step=True)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     set_seed(SETTINGS["seed"])
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
@@ -94,9 +97,9 @@ def child_trl(kind: str, work: Path, steps: int) -> dict:
         trainer = DPOTrainer(model=model, args=DPOConfig(**args), train_dataset=data, processing_class=tokenizer)
     output = trainer.train()
     model.save_pretrained(str(work / f"trl-{kind}-adapter"))
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     tokens = [log["num_tokens"] for log in trainer.state.log_history if "num_tokens" in log][-1]
-    return {"wall_s": wall, "train_s": output.metrics["train_runtime"], "tokens": tokens}
+    return {"wall_s": wall, "cpu_s": cpu, "train_s": output.metrics["train_runtime"], "tokens": tokens}
 
 
 def child_main(side: str, kind: str, work: str, steps: int, threads: int) -> None:
@@ -132,6 +135,7 @@ def measure(side: str, kind: str, work: Path, steps: int, threads: int) -> dict:
         raise SystemExit(f"{side} {kind} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(lines[-1][len("RESULT "):])
     result["tokens_per_s"] = result["tokens"] / result["train_s"]
+    result["outside_train_s"] = result["wall_s"] - result["train_s"]  # loading, checks, saving
     return result
 
 
@@ -139,10 +143,11 @@ def summarise(samples: dict) -> dict:
     out = {}
     for kind in ("sft", "dpo"):
         med = {side: {key: statistics.median(s[key] for s in samples[side][kind])
-                      for key in ("wall_s", "train_s", "tokens_per_s")}
+                      for key in ("wall_s", "cpu_s", "train_s", "tokens_per_s", "outside_train_s")}
                for side in ("adaptr", "trl")}
         out[kind] = {**med,
                      "wall_ratio_adaptr_over_trl": med["adaptr"]["wall_s"] / med["trl"]["wall_s"],
+                     "cpu_ratio_adaptr_over_trl": med["adaptr"]["cpu_s"] / med["trl"]["cpu_s"],
                      "tokens_per_s_ratio_adaptr_over_trl": med["adaptr"]["tokens_per_s"] / med["trl"]["tokens_per_s"],
                      "samples": {side: samples[side][kind] for side in ("adaptr", "trl")}}
     return out

@@ -185,9 +185,9 @@ async def _interactive(root: Path, presses: int) -> dict:
 
 def _summary(values: list[float]) -> dict:
     ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
     return {"median": round(statistics.median(ordered), 4), "min": round(ordered[0], 4),
-            "max": round(ordered[-1], 4), "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 4),
-            "n": len(ordered)}
+            "max": round(ordered[-1], 4), "p95": round(p95, 4), "n": len(ordered)}
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-GITATTRIBUTES = "*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
+GITATTRIBUTES = ("*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+                 "*.bin filter=lfs diff=lfs merge=lfs -text\n")
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".msgpack", ".onnx",
                 ".gguf", ".model", ".zip", ".gz", ".tar")
 LFS_THRESHOLD = 10 * 1024 * 1024
@@ -409,7 +410,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.hub.create_repo(repo_id, private=private)
         except HubHTTPError as exc:
-            return self._json(exc.status, {"error": exc.message, "url": url}, {"X-Error-Message": exc.message})
+            headers = {"X-Error-Message": exc.message}
+            return self._json(exc.status, {"error": exc.message, "url": url}, headers)
         self._json(200, {"url": url, "name": repo_id, "id": repo_id})
 
     def r_whoami(self, body, query):
@@ -500,8 +502,16 @@ class _Handler(BaseHTTPRequestHandler):
             headers.update({"X-Linked-Etag": f'"{blob["sha256"]}"', "X-Linked-Size": str(blob["size"]),
                             "Location": f"{self.hub.cdn_url}/cdn/{blob['sha256']}"})
             return self._send(302, b"", headers, content_type="text/plain")
-        data = self.hub._object_path(blob["sha256"]).read_bytes()
-        self._send(200, data, headers, content_type="application/octet-stream")
+        self._send_bytes(self.hub._object_path(blob["sha256"]).read_bytes(), headers)
+
+    def _send_bytes(self, data: bytes, headers: dict) -> None:
+        """A file's bytes, or the slice a ``Range: bytes=A-B`` header asks for (206)."""
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if not match:
+            return self._send(200, data, headers, content_type="application/octet-stream")
+        start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
+        headers = {**headers, "Content-Range": f"bytes {start}-{end}/{len(data)}"}
+        self._send(206, data[start:end + 1], headers, content_type="application/octet-stream")
 
     def r_cdn(self, body, query, oid):
         if self.headers.get("Authorization"):
@@ -509,8 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
         stored = self.hub._object_path(oid)
         if not stored.exists():
             raise HubHTTPError(404, "no such object")
-        data = stored.read_bytes()
-        self._send(200, data, {"ETag": f'"{oid}"'}, content_type="application/octet-stream")
+        self._send_bytes(stored.read_bytes(), {"ETag": f'"{oid}"', "Accept-Ranges": "bytes"})
 
 
 _ROUTES = [

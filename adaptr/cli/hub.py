@@ -20,7 +20,8 @@ def register(cli: click.Group) -> None:
 @click.argument("ref")
 @click.option("--repo", "repo_id", required=True, metavar="OWNER/NAME",
               help="Hub repo for this adapter name (created if missing); the version is tagged vN.")
-@click.option("--private", is_flag=True, help="Create the repo private (an existing repo keeps its visibility).")
+@click.option("--private", is_flag=True,
+              help="Create the repo private (an existing repo keeps its visibility).")
 @click.option("--with-parents", is_flag=True,
               help="Push the version's ancestors first, each to OWNER/<its name>.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")

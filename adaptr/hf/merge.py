@@ -34,7 +34,7 @@ _CONFIG_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 _ST_DTYPE = {"bf16": "BF16", "fp16": "F16", "fp32": "F32"}
 _FLOAT_ST = {"BF16", "F16", "F32", "F64"}
 _ST_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-             "BOOL": 1}
+             "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 _PREFIX = "base_model.model."
 _WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".safetensors")
 _SKIP_FILES = {MANIFEST, "model.safetensors.index.json", "pytorch_model.bin.index.json", "adaptr.json"}
@@ -108,14 +108,6 @@ class MergePlan:
     shard_of: dict[str, Path]
     updates: dict[str, list[Update]] = field(default_factory=dict)
     scales: list[dict] = field(default_factory=list)   # per adapter: {module: scale}
-
-    @property
-    def largest_tensor_bytes(self) -> int:
-        return max((_nbytes(t) for t in self.tensors.values()), default=0)
-
-
-def _nbytes(entry: dict) -> int:
-    return math.prod(entry["shape"]) * _ST_BYTES.get(entry["dtype"], 4)
 
 
 def _base_shards(base_dir: Path) -> tuple[list[Path], dict[str, dict], dict[str, Path]]:
@@ -220,6 +212,9 @@ def plan_merge(base_dir: Path, adapter_dirs: list[Path], labels: list[str] | Non
             if target not in tensors:
                 raise ConflictError(f"{label} targets {module}, which has no weight {target!r} in the base",
                                     "the adapter was trained on another base (or on tied embeddings)")
+            if tensors[target]["dtype"] not in _FLOAT_ST:
+                raise UsageError(f"base weight {target} is stored as {tensors[target]['dtype']}",
+                                 "the streaming merge needs a base in bf16, fp16 or fp32; use an unquantized base")
             update = _lora_update(index, module, parts, header, config, tensors[target], label)
             plan.updates.setdefault(target, []).append(update)
             scales[module] = update.scale
@@ -316,7 +311,7 @@ def write_merged_model(plan: MergePlan, out_dir: Path, dtype: str = "bf16", repo
                 tensor = handle.get_tensor(name)
             if name in plan.updates:
                 tensor = _apply(tensor.to(torch.float32, copy=True), plan.updates[name], adapters)
-            return tensor.to(target_dtype) if tensor.is_floating_point() else tensor
+            return tensor.to(target_dtype) if plan.tensors[name]["dtype"] in _FLOAT_ST else tensor
 
         def advance():
             nonlocal done

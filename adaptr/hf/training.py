@@ -293,6 +293,8 @@ def train(ctx: StageContext, resume_from: str | Path | None = None) -> dict | No
         base = derived
     started = time.monotonic()
     built = build_trainer(ctx, base=base)
+    if ctx.should_stop():  # cancelled while loading: nothing trained, nothing to keep
+        return None
     output = built.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.monotonic() - started
     if ctx.should_stop():

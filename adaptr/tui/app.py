@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from ..errors import AdaptrError
+from ..errors import AdaptrError, ConflictError, IntegrityError, MachineError, NotFoundError, UsageError
 from ..registry import Registry
 from . import backend
 from .commands import RegistryProvider
@@ -28,6 +28,8 @@ from .screens.confirm import ConfirmScreen
 from .screens.launch import LaunchScreen, Prefill
 from .screens.runs import RunsScreen
 
+ERROR_TITLES = {UsageError: "invalid input", NotFoundError: "not found", ConflictError: "conflict",
+                MachineError: "not possible here", IntegrityError: "integrity error"}
 POLL_INTERVAL_S = 1.0
 # With no run active and the Runs view hidden, poll only every this many intervals.
 IDLE_POLL_EVERY = 5
@@ -63,6 +65,7 @@ class AdaptrApp(App):
         self.tail_run_id: str | None = None
         self._run_status: dict[str, str] = {}
         self._polling = False
+        self._poll_error: str | None = None
         self._ticks = 0
         self._gpus: list[tuple[str, str]] | None = None
         self.views: dict[str, Screen] = {}
@@ -87,8 +90,8 @@ class AdaptrApp(App):
         """Show an error as a notification: what went wrong, and the hint that fixes it."""
         if isinstance(exc, AdaptrError):
             text = exc.message + (f"\n{exc.hint}" if exc.hint else "")
-            self.notify(text, title=type(exc).__name__.replace("Error", " error").strip(),
-                        severity="error", timeout=10)
+            title = next((t for cls, t in ERROR_TITLES.items() if isinstance(exc, cls)), "error")
+            self.notify(text, title=title, severity="error", timeout=10)
         else:
             self.notify(f"{type(exc).__name__}: {exc}", title="unexpected error", severity="error",
                         timeout=10)
@@ -97,6 +100,14 @@ class AdaptrApp(App):
         if event.worker.group == "poll" and event.state in (WorkerState.ERROR, WorkerState.CANCELLED,
                                                             WorkerState.SUCCESS):
             self._polling = False
+            if event.state == WorkerState.ERROR:
+                # The poll repeats every second: show a failure once, not once a second.
+                text = str(event.worker.error)
+                if text != self._poll_error:
+                    self.show_error(event.worker.error)
+                self._poll_error = text
+                return
+            self._poll_error = None
         if event.state == WorkerState.ERROR:
             self.show_error(event.worker.error)
 
@@ -146,9 +157,9 @@ class AdaptrApp(App):
                 self.notify(f"run {run['id']} succeeded{output}", title="run finished")
                 published = published or bool(run.get("output_ref"))
             else:
-                self.notify(f"run {run['id']} {run['status']}" + (f": {run['error']}" if run.get("error") else ""),
-                            title="run ended", severity="warning" if run["status"] != "failed" else "error",
-                            timeout=10)
+                error = f": {run['error']}" if run.get("error") else ""
+                self.notify(f"run {run['id']} {run['status']}{error}", title="run ended",
+                            severity="error" if run["status"] == "failed" else "warning", timeout=10)
         if published:
             self.refresh_views()
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from ..errors import MachineError
 from ..registry import Registry
 from ..stages import StageRequest
-from . import data
 
 ACTIVE_STATUSES = ("queued", "running")
 
@@ -50,26 +49,14 @@ def poll_runs(db_path: Path, tail_run_id: str | None, limit: int = 500,
             jobs = jobs_module()
         except MachineError:
             jobs = None
-        if jobs is not None and hasattr(jobs, "refresh"):
+        if jobs is not None:
             jobs.refresh(registry)
         runs = registry.runs(limit=limit)
         tail: list[str] = []
-        if tail_run_id:
-            run = next((r for r in runs if r["id"] == tail_run_id), None)
-            if run is not None:
-                tail = read_log_tail(jobs, run, tail_lines)
+        run = next((r for r in runs if r["id"] == tail_run_id), None) if tail_run_id else None
+        if run is not None and jobs is not None:
+            tail = jobs.tail(run, tail_lines)
         return RunsSnapshot(runs=runs, tail_run_id=tail_run_id, tail=tail)
-
-
-def run_log_path(jobs, run: dict) -> Path | None:
-    if jobs is not None and hasattr(jobs, "log_path"):
-        return Path(jobs.log_path(run))
-    candidates = sorted(Path(run["run_dir"]).glob("*.log"))
-    return candidates[0] if candidates else None
-
-
-def read_log_tail(jobs, run: dict, lines: int) -> list[str]:
-    return data.log_tail(run_log_path(jobs, run), lines)
 
 
 def submit(db_path: Path, request: StageRequest, *, executor: str = "local",

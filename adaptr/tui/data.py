@@ -8,7 +8,6 @@ on the UI thread for small reads or in a worker thread with its own :class:`Regi
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,19 +220,3 @@ def human_count(count: int | None) -> str:
         if count >= scale:
             return f"{count / scale:.1f}{unit}"
     return str(count)
-
-
-def log_tail(path: Path | str | None, lines: int = 200, max_bytes: int = 256 * 1024) -> list[str]:
-    """The last ``lines`` lines of a log file, reading at most ``max_bytes`` from its end."""
-    if not path:
-        return []
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except OSError:
-        return []
-    text = data.decode("utf-8", errors="replace")
-    return text.splitlines()[-lines:]

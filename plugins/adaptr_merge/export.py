@@ -116,7 +116,8 @@ def _load_order_note(order: list[dict], base: dict) -> str:
              f"must be active together, on base `{base['source']}`:\n\n```python",
              "from peft import PeftModel", "from transformers import AutoModelForCausalLM", "",
              f"model = AutoModelForCausalLM.from_pretrained({base['source']!r})",
-             f"model = PeftModel.from_pretrained(model, {order[0]['path']!r}, adapter_name={order[0]['adapter_name']!r})"]
+             f"model = PeftModel.from_pretrained(model, {order[0]['path']!r}, "
+             f"adapter_name={order[0]['adapter_name']!r})"]
     lines += [f"model.load_adapter({o['path']!r}, adapter_name={o['adapter_name']!r})" for o in order[1:]]
     names = [o["adapter_name"] for o in order]
     lines += [f"model.base_model.set_adapter({names!r})", "```", "",

@@ -37,7 +37,8 @@ def check(ctx) -> None:
     """Validate everything cheap before the run is recorded: nothing is written on failure."""
     cfg = ctx.config
     if cfg.into_base:
-        given = [key for key in _WEIGHTED_ONLY if getattr(cfg, key) is not None] + (["adapters"] if cfg.adapters else [])
+        given = [key for key in _WEIGHTED_ONLY if getattr(cfg, key) is not None]
+        given += ["adapters"] if cfg.adapters else []
         if given:
             raise UsageError(f"--into-base merges one adapter chain; {', '.join(given)} are for combining adapters",
                              "drop them, or drop --into-base")

@@ -138,6 +138,14 @@ def _weightless_model(base_dir: Path):
 
 def combine(plan: WeightedPlan, out_dir: Path, reporter=None) -> dict:
     """Load each adapter under its own name, combine them with PEFT, save only the result."""
+    import warnings
+
+    with warnings.catch_warnings():  # transformers' deprecation chatter from inside PEFT
+        warnings.simplefilter("ignore", FutureWarning)
+        return _combine(plan, out_dir, reporter)
+
+
+def _combine(plan: WeightedPlan, out_dir: Path, reporter=None) -> dict:
     import torch
     from peft import PeftModel
 

@@ -41,7 +41,8 @@ def test_push_without_any_token_says_how_to_log_in(registry_with_base, lora_sour
 
     proc = run_cli("push", "sft-v1", "--repo", "alice/sft", registry=reg, env=env)
 
-    assert _one_line_error(proc) == "error: no Hugging Face token found (hint: set HF_TOKEN, or run `hf auth login`)"
+    assert _one_line_error(proc) == ("error: no Hugging Face token found "
+                                     "(hint: set HF_TOKEN, or run `hf auth login`)")
     assert hub.requests == []
 
 
@@ -51,7 +52,8 @@ def test_pull_of_an_unknown_repo(registry_with_base, hub, hub_env, spec):
 
     proc = run_cli("pull", spec, registry=registry_with_base, env=hub_env)
 
-    assert _one_line_error(proc).startswith("error: Hub repo alice/nothing-here not found (hint: check OWNER/NAME")
+    assert _one_line_error(proc).startswith(
+        "error: Hub repo alice/nothing-here not found (hint: check OWNER/NAME")
     assert dump_registry(registry_with_base.root) == before
 
 
@@ -63,7 +65,8 @@ def test_pull_of_an_unknown_version(registry_with_base, lora_sources, hub, hub_e
 
     proc = run_cli("pull", "alice/sft@v7", registry=reg, env=hub_env)
 
-    assert _one_line_error(proc).startswith("error: alice/sft has no revision 'v7' (hint: versions are tagged vN")
+    assert _one_line_error(proc).startswith(
+        "error: alice/sft has no revision 'v7' (hint: versions are tagged vN")
     assert dump_registry(reg.root) == before
 
 
@@ -83,7 +86,8 @@ def test_a_tag_that_holds_another_version_is_refused(registry_with_base, lora_so
 
     tag_commit = hub.repos["alice/sft"].tags["v1"]
     assert _one_line_error(proc) == (
-        f"error: alice/sft already has tag v1 at commit {tag_commit[:12]}, holding different files than sft-v1 "
+        f"error: alice/sft already has tag v1 at commit {tag_commit[:12]}, "
+        "holding different files than sft-v1 "
         "(hint: push to another --repo, or delete that tag on the Hub if it is wrong)")
     assert dump_registry(other.root) == before
     assert hub.repos["alice/sft"].commits == commits
@@ -131,12 +135,14 @@ def test_a_commit_made_meanwhile_is_not_overwritten(registry_with_base, lora_sou
     assert dump_registry(reg.root) == before
 
 
-def test_a_corrupted_download_is_refused(registry_with_base, lora_sources, tiny_base_dir, hub, hub_env, tmp_path):
+def test_a_corrupted_download_is_refused(registry_with_base, lora_sources, tiny_base_dir, hub, hub_env,
+                                         tmp_path):
     from adaptr.bases import add_local_base
 
     publish(registry_with_base, lora_sources[0], "sft")
     run_cli("push", "sft-v1", "--repo", "alice/sft", registry=registry_with_base, env=hub_env, check=True)
-    blob = hub.repos["alice/sft"].commits[hub.repos["alice/sft"].tags["v1"]]["files"]["adapter_model.safetensors"]
+    repo = hub.repos["alice/sft"]
+    blob = repo.commits[repo.tags["v1"]]["files"]["adapter_model.safetensors"]
     stored = hub.root / "objects" / blob["sha256"]
     data = bytearray(stored.read_bytes())
     data[-1] ^= 0xFF  # same size, different content

@@ -57,7 +57,8 @@ def test_pull_with_parents_rebuilds_the_lineage_in_an_empty_registry(registry_wi
     assert dump_registry(target.root) == before
 
 
-def test_pull_of_a_version_whose_parents_are_local_reuses_them(registry_with_base, lora_sources, hub, hub_env):
+def test_pull_of_a_version_whose_parents_are_local_reuses_them(registry_with_base, lora_sources, hub,
+                                                               hub_env):
     reg = registry_with_base
     pushed_chain(reg, lora_sources, hub_env)
     before = dump_registry(reg.root)
@@ -96,7 +97,8 @@ def test_pull_without_the_base_explains_how_to_register_it(registry_with_base, l
     assert proc.returncode == 2
     line, = proc.stderr.strip().splitlines()
     assert line.startswith("error: sft-v1 was trained on base 'tiny' (")
-    assert "no registered base matches it (hint: register that model first (`adaptr base add tiny --from" in line
+    assert "no registered base matches it (hint: register that model first " \
+           "(`adaptr base add tiny --from" in line
     assert dump_registry(target.root) == before
 
 
@@ -117,8 +119,8 @@ def test_pull_of_a_plain_peft_repo_imports_it_on_its_base(registry_with_base, lo
         assert (Path(adapter["path"]) / name).read_bytes() == (lora_sources[0] / name).read_bytes()
 
 
-def test_pull_of_a_plain_peft_repo_for_an_unknown_base_says_how_to_add_it(registry, lora_sources, hub, hub_env,
-                                                                           tiny_base_dir):
+def test_pull_of_a_plain_peft_repo_for_an_unknown_base_says_how_to_add_it(registry, lora_sources, hub,
+                                                                           hub_env):
     upload_folder(lora_sources[0], "bob/plain-lora", hub_env)
     before = dump_registry(registry.root)
 
@@ -130,3 +132,19 @@ def test_pull_of_a_plain_peft_repo_for_an_unknown_base_says_how_to_add_it(regist
         f"error: bob/plain-lora is a PEFT adapter for base {source!r}, which is not registered "
         f"(hint: register it (`adaptr base add NAME --from {source}`), then pull again)"]
     assert dump_registry(registry.root) == before
+
+
+def test_pull_of_a_pickled_peft_repo_is_refused(registry_with_base, lora_sources, hub, hub_env, tmp_path):
+    from lora_dirs import pickled_only
+
+    upload_folder(pickled_only(lora_sources[0], tmp_path / "pickled"), "bob/old-lora", hub_env)
+    before = dump_registry(registry_with_base.root)
+
+    proc = run_cli("pull", "bob/old-lora", registry=registry_with_base, env=hub_env)
+
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: bob/old-lora has no .safetensors weights (hint: adaptr never loads pickled weights; convert "
+        "the adapter with PEFT's save_pretrained(safe_serialization=True))")
+    assert dump_registry(registry_with_base.root) == before
+    assert hub.count("GET", r"adapter_model\.bin") == 0  # the pickle was never downloaded

@@ -53,7 +53,8 @@ def _add_hub_base(reg: Registry, name: str, hub_id: str, env: dict, revision: st
     """adaptr.hub.add_hub_base in a process of its own (this one may have imported the client offline)."""
     code = ("import json, sys; from adaptr import Registry; from adaptr.hub import add_hub_base; "
             "reg = Registry(sys.argv[1]); "
-            "print(json.dumps(add_hub_base(reg, sys.argv[2], sys.argv[3], sys.argv[4] or None), default=str))")
+            "base = add_hub_base(reg, sys.argv[2], sys.argv[3], sys.argv[4] or None); "
+            "print(json.dumps(base, default=str))")
     proc = subprocess.run([sys.executable, "-c", code, str(reg.db_path), name, hub_id, revision or ""],
                           env={**os.environ, **env}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -72,12 +73,17 @@ def test_a_hub_base_is_pinned_without_downloading_weights(registry_with_base, ti
     config_sha = hashlib.sha256((tiny_base_dir / "config.json").read_bytes()).hexdigest()
     assert base["config_sha256"] == local["config_sha256"] == config_sha
     assert base["tokenizer_sha256"] == local["tokenizer_sha256"]
-    fetched = [path for _, path, _ in hub.requests[downloads_before:] if "/resolve/" in path or "/cdn/" in path]
-    assert fetched and not any(path.endswith(".safetensors") or "/cdn/" in path for path in fetched)
+    assert (base["num_parameters"], base["dtype"]) == (local["num_parameters"], local["dtype"])
+    # Weights are never downloaded: only their header is read, with range requests.
+    weights = [r for r in hub.requests[downloads_before:] if r[0] == "GET" and "/cdn/" in r[1]]
+    assert weights and all(status == 206 for _, _, status in weights)
+    fetched = {path.rsplit("/", 1)[-1] for _, path, _ in hub.requests[downloads_before:]
+               if "/resolve/" in path}
+    assert "config.json" in fetched and "tokenizer.json" in fetched
 
 
-def test_an_adapter_on_a_hub_base_names_it_and_pulls_it_in(registry_with_base, lora_sources, tiny_base_dir, hub,
-                                                            hub_env, tmp_path):
+def test_an_adapter_on_a_hub_base_names_it_and_pulls_it_in(registry_with_base, lora_sources, tiny_base_dir,
+                                                            hub, hub_env, tmp_path):
     reg = registry_with_base
     upload_folder(tiny_base_dir, "org/tiny-llama", hub_env)
     _add_hub_base(reg, "tiny-hub", "org/tiny-llama", hub_env)

@@ -94,6 +94,7 @@ def test_a_run_waits_queued_while_another_holds_its_gpus(loop_registry, tmp_path
     jobs.cancel(loop_registry, holder["id"])
     assert jobs.wait(loop_registry, waiting["id"], timeout=60)["status"] == "succeeded"
     assert loop_registry.run(holder["id"])["status"] == "cancelled"
+    assert "[adaptr] devices: 1,0" in jobs.tail(waiting, 50)
 
 
 def test_a_failing_stage_ends_failed_with_its_error(loop_registry, tmp_path):
@@ -136,3 +137,25 @@ def test_tail_reads_only_the_end(tmp_path):
     (tmp_path / jobs.LOG_NAME).write_text("".join(f"line {i}\n" for i in range(5000)))
     assert jobs.tail(run, 3) == ["line 4997", "line 4998", "line 4999"]
     assert jobs.tail({"run_dir": str(tmp_path / "none")}, 3) == []
+
+
+def test_other_ranks_never_write_to_the_registry(loop_registry, tmp_path, monkeypatch):
+    from adaptr import stages
+
+    ctx = stages.prepare(loop_registry, loop_request(numbers_file(tmp_path)))
+    run = loop_registry.create_run(stage="testloop", request={}, config={})
+    before = dump_registry(loop_registry.root)
+    monkeypatch.setenv("RANK", "1")
+    ctx.run = run
+    ctx.progress(1, 2, {"loss": 1.0})
+    assert ctx.save_checkpoint(1, tmp_path) is None
+    assert ctx.publish_adapter(tmp_path, record={}) is None
+    with pytest.raises(RuntimeError, match="reserved to rank 0"):
+        loop_registry.update_run(run["id"], progress_step=1)
+    assert dump_registry(loop_registry.root) == before
+
+
+def test_an_unimportable_extra_plugin_is_a_one_line_error(registry):
+    proc = run_cli("plugins", registry=registry, env={"ADAPTR_EXTRA_PLUGINS": "no_such_adaptr_plugin"})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "ADAPTR_EXTRA_PLUGINS names 'no_such_adaptr_plugin'" in proc.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from adaptr import jobs, run_stage
 from conftest import dump_registry, run_cli
 

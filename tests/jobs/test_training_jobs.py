@@ -10,7 +10,6 @@ import pytest
 
 from adaptr import StageRequest, jobs, run_stage
 from adaptr.stages import CHECKPOINT_INFO
-from conftest import run_cli
 
 from .helpers import killed_after_checkpoint, losses
 
@@ -46,9 +45,7 @@ def test_sft_resumed_after_sigkill_matches_an_uninterrupted_run_bit_for_bit(
     assert json.loads((Path(checkpoint["path"]) / "trainer_state.json").read_text())["global_step"] == 10
     assert json.loads((Path(checkpoint["path"]) / CHECKPOINT_INFO).read_text())["step"] == 10
 
-    proc = run_cli("resume", killed["id"], registry=registry)
-    assert proc.returncode == 0, proc.stderr
-    resumed = registry.run(proc.stdout.strip())
+    resumed = run_stage(registry, jobs.resume_request(registry, killed["id"]))  # `adaptr resume RUN`
     assert resumed["status"] == "succeeded" and resumed["resumed_from_step"] == 10
     expected = {step: loss for step, loss in losses(registry, reference["id"]).items() if step > 10}
     assert sorted(expected) == list(range(11, 21))

@@ -3,28 +3,48 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import dump_registry, run_cli
+
+from .conftest import publish_lora
+
+
+@pytest.fixture(scope="module")
+def cli_registry_template(tmp_path_factory, sharded_base_dir, sharded_bf16_base_dir) -> Path:
+    """a-v1, b-v1 (r=4) and r8-v1 (r=8) on `tiny`; s-v1 stacked on a-v1; other-v1 on `tiny16`;
+    ia3-v1 that claims to be an IA3 adapter. Built once, copied for each test."""
+    from adaptr import Registry
+    from adaptr.bases import add_local_base
+
+    root = tmp_path_factory.mktemp("cli-template") / "registry"
+    registry = Registry.init(root)
+    add_local_base(registry, "tiny", sharded_base_dir)
+    add_local_base(registry, "tiny16", sharded_bf16_base_dir)
+    a = publish_lora(registry, "a", seed=1)
+    publish_lora(registry, "b", seed=2)
+    publish_lora(registry, "r8", seed=3, r=8)
+    publish_lora(registry, "s", seed=4, target_modules=("q_proj", "o_proj"),
+                 parents=[(a, "stacked", {"mode": "stack"})])
+    publish_lora(registry, "other", base="tiny16", seed=5)
+    config = Path(publish_lora(registry, "ia3", seed=6)["path"]) / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "peft_type": "IA3"}))
+    registry.close()
+    return root
 
 
 @pytest.fixture
-def cli_registry(merge_registry, add_lora):
-    """a-v1, b-v1 (r=4) and r8-v1 (r=8) on `tiny`; s-v1 stacked on a-v1; other-v1 on `tiny16`."""
-    a = add_lora("a", seed=1)
-    add_lora("b", seed=2)
-    add_lora("r8", seed=3, r=8)
-    add_lora("s", seed=4, target_modules=("q_proj", "o_proj"), parents=[(a, "stacked", {"mode": "stack"})])
-    add_lora("other", base="tiny16", seed=5)
-    add_lora("ia3", seed=6)
-    config = Path(merge_registry.resolve("ia3")["path"]) / "adapter_config.json"
-    data = json.loads(config.read_text())
-    config.chmod(0o644)
-    config.write_text(json.dumps({**data, "peft_type": "IA3"}))  # a non-LoRA adapter, as far as merge knows
-    return merge_registry
+def cli_registry(cli_registry_template, tmp_path):
+    from adaptr import Registry
+
+    root = tmp_path / "registry"
+    shutil.copytree(cli_registry_template, root)
+    registry = Registry(root / "adaptr.db")
+    yield registry
+    registry.close()
 
 
 BAD_MERGES = [
@@ -112,6 +132,11 @@ def test_export_merged_equals_streaming_merge(cli_registry, tmp_path, model_tens
     model = AutoModelForCausalLM.from_pretrained(out)
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
     assert json.loads((out / "adaptr.json").read_text())["kind"] == "merged_model"
+    copy = tmp_path / "derived"
+    run_cli("export", "tiny-s", str(copy), registry=cli_registry, check=True)
+    assert model_tensors(copy).keys() == exported.keys()
+    meta = json.loads((copy / "adaptr.json").read_text())
+    assert meta["kind"] == "base" and "derived base" in meta["base_note"]
 
 
 def test_export_into_non_empty_dir_refused(cli_registry, tmp_path):

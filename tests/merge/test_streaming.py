@@ -127,3 +127,17 @@ def test_dtype_spellings(dtype):
     from adaptr.hf.merge import normalize_dtype
 
     assert normalize_dtype(dtype) in ("bf16", "fp32", "fp16")
+
+
+def test_single_file_base(registry_with_base, make_lora, model_tensors, tmp_path):
+    base_dir = registry_with_base.base("tiny")["path"]
+    assert not (Path(base_dir) / "model.safetensors.index.json").exists()
+    with registry_with_base.store.staging("test") as staged:
+        make_lora(base_dir, staged, seed=12)
+        adapter = registry_with_base.publish_adapter(staged, name="one", base="tiny", stage="test")
+    derived = merge_adapter_into_base(registry_with_base, adapter, dtype="fp32")
+    reference = model_tensors(peft_merged(base_dir, [adapter["path"]], torch.float32, tmp_path / "ref"))
+    mine = model_tensors(derived["path"])
+    assert [p.name for p in Path(derived["path"]).glob("*.safetensors")] == ["model.safetensors"]
+    for key, value in reference.items():
+        torch.testing.assert_close(mine[key], value, rtol=0, atol=2e-6)

@@ -82,7 +82,8 @@ def add_fixed_run(registry: Registry, run_id: str, *, stage: str = "sft", status
             "progress_step": step, "progress_total": total, "error": error,
             "created_at": f"{FIXED_DAY}T{created}.000+00:00",
             "started_at": f"{FIXED_DAY}T{created}.500+00:00",
-            "ended_at": None if status in ("queued", "running") else f"{FIXED_DAY}T{created[:3]}59:00.000+00:00",
+            "ended_at": None if status in ("queued", "running")
+            else f"{FIXED_DAY}T{created[:3]}59:00.000+00:00",
         })
     for i, loss in enumerate(losses):
         registry.add_metrics(run_id, (i + 1) * 5, {"loss": loss})
@@ -129,7 +130,8 @@ def build_lineage_registry(root: Path) -> Registry:
                  parents=[(sft2, "merged", {"mode": "merge"})], metrics={"train_loss": 0.48})
     add_fixed_run(registry, "20260115-093000-c3d4", stage="dpo", status="failed", step=12, total=50,
                   created="09:30:00", losses=LOSSES[:3],
-                  log=["[adaptr] dpo: 50 steps", "Traceback (most recent call last):", "ValueError: bad batch"],
+                  log=["[adaptr] dpo: 50 steps", "Traceback (most recent call last):",
+                       "ValueError: bad batch"],
                   error="ValueError: bad batch")
     add_fixed_run(registry, "20260115-094500-e5f6", stage="sft", status="cancelled", step=40, total=80,
                   created="09:45:00", losses=LOSSES[:8], log=["[adaptr] sft: 80 steps", "[adaptr] cancelled"])

@@ -164,9 +164,10 @@ def test_launch_then_watch_a_real_detached_cpu_run(registry_with_base, sft_data)
             run_id = runs.selected_id
             assert run_id and registry.run(run_id)["stage"] == "sft"
             bar = runs.query_one(ProgressBar)
-            seen_running = await wait_until(
-                pilot, lambda: runs.runs.get(run_id, {}).get("status") in ("running", "succeeded"), timeout=120)
-            assert seen_running
+            started = await wait_until(
+                pilot, lambda: runs.runs.get(run_id, {}).get("status") in ("running", "succeeded"),
+                timeout=120)
+            assert started
             assert await wait_until(pilot, lambda: runs.runs[run_id]["status"] != "running", timeout=300)
             assert runs.runs[run_id]["status"] == "succeeded", registry.run(run_id)["error"]
             await settle(pilot)
@@ -180,4 +181,36 @@ def test_launch_then_watch_a_real_detached_cpu_run(registry_with_base, sft_data)
             assert isinstance(adapters, AdaptersScreen) and adapters.selected["ref"] == "tuirun-v1"
             plot = adapters.query_one(LossPlot)
             assert "12 points" in str(plot.query_one(".caption").content)
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_cancel_a_running_run_from_the_runs_view(registry_with_base, sft_data):
+    from adaptr import StageRequest
+    from adaptr.tui import backend
+
+    registry = registry_with_base
+    request = StageRequest(stage="sft", base="tiny", data=str(sft_data), name="long",
+                           config={"r": 4, "lora_alpha": 8, "max_length": 48, "max_steps": 5000,
+                                   "logging_steps": 1, "per_device_train_batch_size": 2})
+    run_row = backend.submit(registry.db_path, request)
+
+    async def scenario():
+        app = make_app(registry.root, poll_interval=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            app.show_run(run_row["id"])
+            runs = app.screen
+            def stepping():
+                return (runs.runs.get(run_row["id"], {}).get("progress_step") or 0) > 0
+
+            assert await wait_until(pilot, stepping, timeout=180)
+            await pilot.press("c")
+            await settle(pilot)
+            assert type(app.screen).__name__ == "ConfirmScreen"
+            await pilot.press("enter")
+            def ended():
+                return runs.runs[run_row["id"]]["status"] not in ("queued", "running")
+
+            assert await wait_until(pilot, ended, timeout=180)
+            assert runs.runs[run_row["id"]]["status"] == "cancelled"
     run(scenario())

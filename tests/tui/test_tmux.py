@@ -17,23 +17,30 @@ pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt
 
 
 class TmuxSession:
+    """A detached tmux session on its own server socket, so no other tmux server is involved."""
+
     def __init__(self, command: list[str], env: dict[str, str], width: int = 120, height: int = 36):
-        self.name = f"adaptr-test-{uuid.uuid4().hex[:8]}"
+        self.socket = f"adaptr-test-{uuid.uuid4().hex[:8]}"
         # COLUMNS/LINES win over the pane's size in many libraries; pytest's may be set to 80x24.
         env = {**env, "COLUMNS": str(width), "LINES": str(height)}
         env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-        subprocess.run([TMUX, "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height),
-                        *env_args, *command], check=True)
+        self._tmux("new-session", "-d", "-s", "main", "-x", str(width), "-y", str(height),
+                   *env_args, *command)
+
+    def _tmux(self, *args: str) -> subprocess.CompletedProcess:
+        # Never hand tmux pytest's captured stdio: a server started with it ignored sent keys.
+        return subprocess.run([TMUX, "-L", self.socket, *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True)
 
     def screen(self) -> str:
-        proc = subprocess.run([TMUX, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
-        return proc.stdout
+        return self._tmux("capture-pane", "-p", "-t", "main").stdout
 
     def alive(self) -> bool:
-        return subprocess.run([TMUX, "has-session", "-t", self.name], capture_output=True).returncode == 0
+        return self._tmux("has-session", "-t", "main").returncode == 0
 
     def send(self, *keys: str) -> None:
-        subprocess.run([TMUX, "send-keys", "-t", self.name, *keys], check=True)
+        proc = self._tmux("send-keys", "-t", "main", *keys)
+        assert proc.returncode == 0, proc.stderr
 
     def wait_for(self, text: str, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
@@ -46,7 +53,7 @@ class TmuxSession:
         raise AssertionError(f"{text!r} did not appear on screen within {timeout}s; screen:\n{screen}")
 
     def kill(self) -> None:
-        subprocess.run([TMUX, "kill-session", "-t", self.name], capture_output=True)
+        self._tmux("kill-server")
 
 
 def test_adaptr_tui_in_a_terminal(lineage_registry):
@@ -62,6 +69,7 @@ def test_adaptr_tui_in_a_terminal(lineage_registry):
         time.sleep(0.5)
 
         session.send("/")
+        time.sleep(0.5)  # keys read in one chunk with "/" would reach the table, not the filter
         session.send("-l", "stack")
         session.send("Enter")
         screen = session.wait_for("1 match")

@@ -21,7 +21,7 @@ from adaptr.tui.widgets.detail import AdapterDetailPane
 from adaptr.tui.widgets.lineage import LineageTree
 from adaptr.tui.widgets.loss_plot import LossPlot
 
-from .conftest import add_fixed_run, add_fake_base, publish_fake
+from .conftest import add_fake_base, publish_fake
 from .tui_helpers import record_notifications, run, settle, wait_until
 
 SIZE = (120, 36)
@@ -57,7 +57,8 @@ def find_tree_node(tree: LineageTree, ref: str, kind: str = "adapter"):
     stack = [tree.root]
     while stack:
         node = stack.pop()
-        if node is not tree.root and node.data is not None and node.data.ref == ref and node.data.kind == kind:
+        data = node.data
+        if node is not tree.root and data is not None and (data.ref, data.kind) == (ref, kind):
             return node
         stack.extend(node.children)
     raise AssertionError(f"{ref} is not in the lineage tree")

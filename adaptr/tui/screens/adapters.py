@@ -10,10 +10,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from ...errors import AdaptrError
 from .. import data
+from ..widgets.footer import KeyFooter
 from ..widgets.adapter_table import AdapterTable
 from ..widgets.detail import AdapterDetailPane
 from ..widgets.lineage import LineageTree
@@ -56,7 +57,7 @@ class AdaptersScreen(Screen):
                 with Vertical(id="lineage-box"):
                     yield Static("Lineage", classes="box-title")
                     yield LineageTree(id="lineage")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.reload()

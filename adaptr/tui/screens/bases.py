@@ -8,11 +8,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from ...errors import AdaptrError
 from .. import data
+from ..widgets.footer import KeyFooter
 from ..widgets.detail import kv_table, parents_text
 from ..widgets.lineage import LineageTree
 
@@ -42,7 +43,7 @@ class BasesScreen(Screen):
                 with Vertical(id="lineage-box"):
                     yield Static("Lineage", classes="box-title")
                     yield LineageTree(id="base-lineage")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#bases", DataTable)
@@ -102,7 +103,8 @@ class BasesScreen(Screen):
         registry = self.app.registry
         try:
             base = registry.base(name)
-            ancestors, descendants = registry.ancestors(base["id"], bases=True), registry.descendants(base["id"])
+            ancestors = registry.ancestors(base["id"], bases=True)
+            descendants = registry.descendants(base["id"])
         except AdaptrError as exc:
             self.app.show_error(exc)
             return

@@ -12,11 +12,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Log, ProgressBar, Static
+from textual.widgets import DataTable, Header, Log, ProgressBar, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from .. import data
 from ..backend import ACTIVE_STATUSES, RunsSnapshot
+from ..widgets.footer import KeyFooter
 from ..widgets.detail import kv_table
 
 STATUS_STYLE = {"queued": "yellow", "running": "bold cyan", "succeeded": "green", "failed": "bold red",
@@ -63,7 +64,7 @@ class RunsScreen(Screen):
                 with Vertical(id="log-box"):
                     yield Static("Log", classes="box-title", id="log-title")
                     yield Log(id="run-log", max_lines=2000)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)

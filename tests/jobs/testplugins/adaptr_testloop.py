@@ -9,6 +9,7 @@ detached runs see it too. Its checkpoints have the layout of a transformers Trai
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import random
 import time
@@ -86,6 +87,7 @@ def _run(ctx):
     data = [float(x) for x in Path(ctx.request.data).read_text().split()]
     start = model.load(Path(ctx.resume_from["path"])) if ctx.resume_from else 0
     ctx.reporter.start(cfg.steps, "testloop")
+    ctx.reporter.message(f"devices: {os.environ.get('CUDA_VISIBLE_DEVICES', 'all')}")
     loss = None
     for step in range(start + 1, cfg.steps + 1):
         if step == cfg.fail_at:
