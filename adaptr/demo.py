@@ -70,7 +70,7 @@ def _merge(registry: Registry, echo) -> None:
         from .hf.merge import merge_adapter_into_base
     except ImportError:
         return
-    echo("$ adaptr merge dpo-v1 --into-base")
+    echo("$ adaptr merge dpo-v1 --into-base --dtype fp32")
     derived = merge_adapter_into_base(registry, registry.resolve("dpo-v1"), None, "fp32")
     echo(f"  -> derived base {derived['name']}")
 
@@ -81,7 +81,10 @@ def lineage_lines(registry: Registry) -> list[str]:
     lines: list[str] = []
 
     def label(node: dict, relation: str | None, params: dict) -> str:
-        text = node["ref"] + (" (base)" if node["kind"] == "base" else f" [{node['stage']}]")
+        if node["kind"] == "base":
+            text = node["ref"] + (" (derived base)" if node.get("source_kind") == "derived" else " (base)")
+        else:
+            text = f"{node['ref']} [{node['stage']}]"
         if relation:
             text += f"  <- {relation}"
             if params.get("reference_policy"):

@@ -401,7 +401,7 @@ def pull(registry: Registry, spec: str, *, with_parents: bool = False, name: str
         plan = _PullPlan(registry, with_parents, stack)
         top = _plan(plan, _api(), repo_id, revision, name=name)
         if isinstance(top, dict):
-            return [{**_describe(top), "status": "present"}]
+            return [{"ref": top["ref"], "repo": repo_id, "revision": revision, "status": "present"}]
         with registry.write():
             for base_name, kwargs in plan.pending_bases.items():
                 registry.add_base(base_name, **kwargs)
@@ -409,10 +409,6 @@ def pull(registry: Registry, spec: str, *, with_parents: bool = False, name: str
                 _register(registry, item)
         return [{"ref": item.registered["ref"], "repo": item.repo_id, "commit": item.commit,
                  "remote_ref": item.meta.get("ref"), "status": "pulled"} for item in plan.items]
-
-
-def _describe(adapter: dict) -> dict:
-    return {"ref": adapter["ref"], "repo": adapter["hub_repo"], "commit": adapter["hub_commit"]}
 
 
 def _register(registry: Registry, item: _Pulled) -> None:
@@ -451,12 +447,20 @@ def _plan(plan: _PullPlan, api, repo_id: str, revision: str, *, name: str | None
         base = _plain_base(plan.registry, meta["base"]["source"], repo_id)
     else:
         base = _plan_base(plan, meta)
+    local_name = _local_name(name or meta["name"], repo_id)
     staged = plan.stack.enter_context(plan.registry.store.staging("pull"))
     _download_verified(repo_id, commit, meta, tree, staged)
-    item = _Pulled(repo_id, commit, meta, staged, base, parents,
-                   name=check_adapter_name(name or meta["name"]))
+    item = _Pulled(repo_id, commit, meta, staged, base, parents, name=local_name)
     plan.items.append(item)
     return item
+
+
+def _local_name(name: str, repo_id: str) -> str:
+    try:
+        return check_adapter_name(name)
+    except UsageError as exc:
+        raise UsageError(f"{repo_id}: {exc.message}",
+                         "pass --name NAME to register it under another name") from None
 
 
 def _find_local(registry: Registry, digests: list, repo_id: str | None, commit: str | None) -> dict | None:

@@ -126,6 +126,7 @@ def work(registry: Registry, run_id: str) -> dict | None:
     run = registry.run(run_id)
     request = StageRequest.from_dict(run["request"])
     if "LOCAL_RANK" in os.environ:
+        _die_with_launcher()
         _cpu_ranks_without_cuda()
     if stages.process_rank() != 0:
         if not _await_rank0(registry, run_id):
@@ -138,13 +139,31 @@ def work(registry: Registry, run_id: str) -> dict | None:
     # run_stage(registry, request, run_id=...), in two halves: a cancel that arrives while the
     # stage is being checked (imports can take seconds) must still reach the stage.
     try:
-        ctx = stages.prepare(registry, request)
+        ctx = stages.prepare(registry, request, run=run)
     except AdaptrError as exc:  # e.g. the data file changed while the run was queued
         _end_if_active(registry, run_id, "failed", str(exc))
         raise
     if stop.requested:
         ctx.request_stop()
     return stages.execute(ctx, run)
+
+
+def _die_with_launcher() -> None:
+    """Have the kernel SIGKILL this rank when its launcher dies (Linux).
+
+    torchrun starts each rank in a session of its own, so a SIGKILL to the run's process group
+    reaches only the launcher; without this the ranks would live on, holding their GPUs.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    launcher = os.getppid()
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != launcher:  # it died before the line above
+        os._exit(1)
 
 
 def _cpu_ranks_without_cuda() -> None:

@@ -134,31 +134,32 @@ class Problem:
     message: str
 
 
-def check_health(registry: Registry) -> tuple[int, list[Problem]]:
+def check_health(registry: Registry, *, hashes: bool = True) -> tuple[int, list[Problem]]:
     """Verify every adapter and owned base against its manifest, and every local base's config.
 
-    Returns the number of artifacts checked and the problems found.
+    Returns the number of artifacts checked and the problems found. ``hashes=False`` compares
+    file presence and sizes only (nothing is read).
     """
     problems: list[Problem] = []
     checked = 0
-    for row in registry.query("SELECT id, name, version, path, sha256 FROM adapters ORDER BY name, version"):
+    for row in registry.query("SELECT name, version, path, sha256 FROM adapters ORDER BY name, version"):
         checked += 1
         ref = f"{row['name']}-v{row['version']}"
-        _verify(problems, ref, registry.store.absolute(row["path"]), row["sha256"])
+        _verify(problems, ref, registry.store.absolute(row["path"]), row["sha256"], hashes)
     for base in registry.bases():
         checked += 1
         if base["owned"]:
-            _verify(problems, base["name"], Path(base["path"]), base["sha256"])
+            _verify(problems, base["name"], Path(base["path"]), base["sha256"], hashes)
         elif base["path"]:
             problems += _check_local_base(base)
     return checked, problems
 
 
-def _verify(problems: list[Problem], ref: str, path: Path, sha256: str | None) -> None:
+def _verify(problems: list[Problem], ref: str, path: Path, sha256: str | None, hashes: bool) -> None:
     try:
         if not path.is_dir():
             raise AdaptrError(f"{path} is missing")
-        store.verify(path, sha256)
+        store.verify(path, sha256, hashes=hashes)
     except AdaptrError as exc:
         problems.append(Problem(ref, exc.message))
 

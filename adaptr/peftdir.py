@@ -42,10 +42,6 @@ class AdapterDir:
     skipped: list[str] = field(default_factory=list)
     record: dict = field(default_factory=dict)
 
-    @property
-    def rank(self) -> int:
-        return int(self.config.get("r") or 0)
-
 
 def read_adapter_dir(path: Path | str) -> AdapterDir:
     """Read and check the files of a PEFT LoRA directory (not yet against a base)."""
@@ -88,7 +84,8 @@ def _read_config(path: Path) -> dict:
                          "import an adapter whose adapter_config.json says \"peft_type\": \"LORA\"")
     rank = config.get("r")
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-        raise UsageError(f"{config_file} has no valid rank r (found {rank!r})", "re-save the adapter with PEFT")
+        raise UsageError(f"{config_file} has no valid rank r (found {rank!r})",
+                         "re-save the adapter with PEFT")
     return config
 
 
@@ -222,13 +219,14 @@ def import_adapter(registry: Registry, path: Path | str, *, base: str, name: str
     record = {"imported_from": str(path.resolve()),
               "base_model_name_or_path": adapter.config.get("base_model_name_or_path"),
               "skipped_files": adapter.skipped}
-    stage = adapter.record.get("stage") if isinstance(adapter.record.get("stage"), str) else None
+    stage = adapter.record.get("stage")
+    stage = stage if isinstance(stage, str) and NAME_RE.match(stage) else "import"
     with registry.store.staging("import") as staged:
         for file_name in adapter.files:
             shutil.copyfile(path / file_name, staged / file_name)
         crash_point("after-stage")
         version = registry.publish_adapter(
-            staged, name=name or default_name(path), base=base, stage=stage or "import",
+            staged, name=name or default_name(path), base=base, stage=stage,
             parents=parents, config=adapter.config, record=record)
     plugins.pm.hook.version_published(version=version)
     return version
@@ -246,7 +244,7 @@ def _parent_edges(registry: Registry, parent: str | None, relation: str | None,
     node = registry.node(parent)
     if node["kind"] == "adapter" and relation != "merged" and node["base"] != base_row["name"]:
         raise ConflictError(
-            f"{node['ref']} was trained on base {node['base']!r}, but this import names {base_row['name']!r}; "
+            f"{node['ref']} was trained on base {node['base']!r}, not {base_row['name']!r}: "
             f"a {relation} child shares its parent's base",
             f"use --base {node['base']}, or --relation merged if the parent was merged into the base")
     return [(node, relation, {"source": "import"})]

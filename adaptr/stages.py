@@ -265,8 +265,13 @@ def _resume_record(resume_from: dict) -> dict:
 # -- building a context --------------------------------------------------------------------
 
 
-def prepare(registry: Registry, request: StageRequest, reporter: Reporter | None = None) -> StageContext:
-    """Resolve inputs and config and run the stage's checks; writes nothing."""
+def prepare(registry: Registry, request: StageRequest, reporter: Reporter | None = None,
+            run: dict | None = None) -> StageContext:
+    """Resolve inputs and config and run the stage's checks; writes nothing.
+
+    ``run`` is the recorded run about to execute, when there is one already (a detached run's
+    worker, every rank of a multi-process run); the checks see it as ``ctx.run``.
+    """
     stage = plugins.get_stage(request.stage)
     if request.mode not in MODES:
         raise UsageError(f"unknown --mode {request.mode!r}", f"use one of {', '.join(MODES)}")
@@ -277,7 +282,7 @@ def prepare(registry: Registry, request: StageRequest, reporter: Reporter | None
     inherited = _inherited(stage.config_class, parent, request.config)
     cfg = config_mod.build(stage.config_class, inherited, request.config)
     ctx = StageContext(registry=registry, stage=stage, request=request, config=cfg, base=base,
-                       parent=parent, reporter=reporter or LogReporter())
+                       parent=parent, run=run, reporter=reporter or LogReporter())
     if stage.check:
         stage.check(ctx)
     return ctx
@@ -315,13 +320,12 @@ def _inherited(config_class: type, parent: dict | None, given: dict) -> dict:
 def run_stage(registry: Registry, request: StageRequest, *, reporter: Reporter | None = None,
               run_id: str | None = None, executor: str = "local", gpus: str | None = None) -> dict:
     """Check, record and execute one stage run in this process; return the final run row."""
-    ctx = prepare(registry, request, reporter)
-    if run_id is None:
+    run = registry.run(run_id) if run_id is not None else None
+    ctx = prepare(registry, request, reporter, run=run)
+    if run is None:
         run = registry.create_run(stage=request.stage, request=request.to_dict(),
                                   config=config_mod.to_dict(ctx.config), executor=executor,
                                   gpus=gpus, status="running")
-    else:
-        run = registry.run(run_id)
     return execute(ctx, run)
 
 

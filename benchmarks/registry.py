@@ -246,11 +246,12 @@ Lineage walks recurse over nodes with `UNION` (each node is visited once, howeve
 reach it) through the `edges` primary key (child to parent) and the `edges_parent` index (parent
 to child); `ls` reads its page through the `adapters_created` index (`created_at, id`), and the
 filtered listing through `adapters_base`/`adapters_stage` (the filter column, then `created_at`).
-A command's cold start is mostly Python's own start-up and the imports of click, rich and
-pluggy; the queries are a few milliseconds and a rich table of 50 rows costs about as much as
-`ls --json`'s whole output. sqlite-utils is imported only by commands that write (it was half of
-the start-up of `adaptr ls`), and no command that reads imports torch, transformers, peft or trl
-(`tests/test_startup.py`).
+A command's cold start is mostly Python's own start-up and imports (click, pluggy, the plugins);
+the queries are a few milliseconds. Two choices keep `adaptr ls` light: sqlite-utils is imported
+only by commands that write (it was half of the start-up), and listings are printed as aligned
+text rather than through a rich Table (rich took 70-100 ms here to import and lay out 50 rows;
+`show`, `lineage` and `doctor` still use rich). No command that reads imports torch,
+transformers, peft or trl (`tests/test_startup.py`).
 
 Read the wall columns with the machine in mind: on a shared machine whose reference loop takes
 more than 10 ms (CPython 3.11 on an unloaded modern x86 core runs it in about 8-10 ms), wall time
@@ -262,7 +263,7 @@ costs.
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end != -1 else "")
+        text = text[:start] + section + ("\n" + text[end + 1:] if end != -1 else "")
     path.write_text(text)
 
 

@@ -157,6 +157,7 @@ def populated_template(tmp_path_factory, tiny_base_dir, lora_dirs):
     run_cli("init", str(root), check=True)
     run_cli("base", "add", "tiny", "--from", str(tiny_base_dir), registry=root, check=True)
     run_cli("import", str(lora_dirs["good"]), "--base", "tiny", "--name", "sft", registry=root, check=True)
+    run_cli("base", "add", "tiny2", "--from", str(tiny_base_dir), registry=root, check=True)
     return root
 
 
@@ -194,6 +195,7 @@ BAD_INPUTS = {
     "unknown parent": ["import", "{good}", "--base", "tiny", "--parent", "nope-v1"],
     "relation without parent": ["import", "{good}", "--base", "tiny", "--relation", "merged"],
     "rm with children": ["rm", "sft-v1"],
+    "parent on another base": ["import", "{good}", "--base", "tiny2", "--parent", "sft-v1"],
 }
 EXPECTED_WORDS = {
     "pickled only": "pickled weights are not accepted",
@@ -201,6 +203,7 @@ EXPECTED_WORDS = {
     "not LoRA": "LoRA only",
     "duplicate base": "already exists",
     "rank differs from config": "r=16",
+    "parent on another base": "shares its parent's base",
 }
 
 

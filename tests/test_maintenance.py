@@ -24,7 +24,7 @@ def test_health_finds_each_kind_of_damage(registry, tmp_path):
     good, changed, gone = _publish(registry, "good"), _publish(registry, "changed"), _publish(registry, "gone")
     assert check_health(registry) == (5, [])
 
-    (registry.root / changed["path"] / "adapter_model.safetensors").write_text("other")
+    (registry.root / changed["path"] / "adapter_model.safetensors").write_text("CHANGED")
     shutil.rmtree(registry.root / gone["path"])
     (base_dir / "config.json").write_text('{"changed": true}')
     (registry.root / "bases" / "derived" / "extra.txt").write_text("x")
@@ -35,3 +35,5 @@ def test_health_finds_each_kind_of_damage(registry, tmp_path):
     assert "does not match" in found["changed-v1"] and "missing" in found["gone-v1"]
     assert "changed since" in found["local"] and "not in the manifest" in found["derived"]
     assert good["ref"] not in found
+    quick = {p.ref for p in check_health(registry, hashes=False)[1]}
+    assert quick == {"gone-v1", "local", "derived"}  # same size, so only hashing sees "changed"

@@ -1,4 +1,4 @@
-"""The CLI starts without the training stack: torch, transformers, peft and trl stay unloaded."""
+"""The CLI starts light: no torch, transformers, peft, trl, textual or huggingface_hub."""
 
 import json
 import os
@@ -8,7 +8,8 @@ import sys
 import pytest
 from conftest import REPO
 
-HEAVY = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes")
+HEAVY = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "textual",
+         "huggingface_hub", "numpy")
 
 # Runs a command in-process, then reports which heavy modules got imported along the way.
 PROBE = """

@@ -57,8 +57,7 @@ def pull(state, spec, with_parents, name, as_json):
         echo_json(results)
         return
     for result in results:
-        origin = f"{result['repo']} (commit {(result['commit'] or '')[:12]})"
         if result["status"] == "present":
-            click.echo(f"{origin} is already registered as {result['ref']}")
+            click.echo(f"{result['repo']}@{result['revision']} is already registered as {result['ref']}")
         else:
-            click.echo(f"pulled {origin} as {result['ref']}")
+            click.echo(f"pulled {result['repo']} (commit {result['commit'][:12]}) as {result['ref']}")

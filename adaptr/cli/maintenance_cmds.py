@@ -32,8 +32,9 @@ def plugins_cmd(as_json):
     for column in ("NAME", "STAGES", "EXECUTORS", "HOOKS", "MODULE"):
         table.add_column(column)
     for p in described:
+        module = p["module"] if not p.get("error") else f"failed to load: {p['error']}"
         table.add_row(p["name"], ", ".join(p["stages"]), ", ".join(p["executors"]),
-                      ", ".join(p["hooks"]), p["module"])
+                      ", ".join(p["hooks"]), module)
     console().print(table)
 
 
@@ -70,9 +71,10 @@ def torch_report() -> dict:
 
 @click.command("doctor")
 @click.option("--torch", "check_torch", is_flag=True, help="Also import torch to check CUDA (slower).")
+@click.option("--quick", is_flag=True, help="Compare file presence and sizes only; hash nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
 @pass_state
-def doctor_cmd(state: State, check_torch, as_json):
+def doctor_cmd(state: State, check_torch, quick, as_json):
     """Report the environment and verify every artifact in the registry (exit 2 on a problem)."""
     from ..maintenance import check_health
 
@@ -86,7 +88,7 @@ def doctor_cmd(state: State, check_torch, as_json):
     except NotFoundError as exc:
         report["registry"] = {"path": None, "note": exc.message}
     else:
-        checked, problems = check_health(registry)
+        checked, problems = check_health(registry, hashes=not quick)
         report["registry"] = {"path": str(registry.root), "checked": checked,
                               "problems": [{"ref": p.ref, "message": p.message} for p in problems]}
     if as_json:

@@ -84,7 +84,7 @@ def base_ls(state: State, as_json):
     if as_json:
         echo_json([render.base_json(b) for b in bases])
     elif bases:
-        console().print(render.bases_table(bases))
+        click.echo(render.bases_table(bases, bold=_tty()))
     else:
         echo_err("no bases yet; add one with `adaptr base add NAME --from PATH_OR_HUB_ID`")
 
@@ -130,7 +130,7 @@ def ls_cmd(state: State, as_json, base, stage, limit):
     if as_json:
         echo_json([render.adapter_json(a) for a in adapters])
     elif adapters:
-        console().print(render.adapters_table(adapters))
+        click.echo(render.adapters_table(adapters, bold=_tty()))
     if limit and len(adapters) == limit:
         more = registry.count_adapters(base=base, stage=stage) - limit
         if more > 0:
@@ -138,6 +138,10 @@ def ls_cmd(state: State, as_json, base, stage, limit):
     if not adapters and not as_json:
         echo_err("no adapter versions match" if base or stage
                  else "no adapter versions yet; import one with `adaptr import`")
+
+
+def _tty() -> bool:
+    return click.get_text_stream("stdout").isatty()
 
 
 @click.command("show")

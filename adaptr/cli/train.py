@@ -165,7 +165,8 @@ def print_config(ctx) -> None:
     """The effective config, on stderr (stdout carries data)."""
     request = ctx.request
     source = f"--from {ctx.parent['ref']} --mode {request.mode}" if ctx.parent else f"--base {ctx.base['name']}"
-    lines = [f"adaptr train {ctx.stage.name} {source} --data {request.data}"]
+    data = f" --data {request.data}" if request.data else ""
+    lines = [f"adaptr train {ctx.stage.name} {source}{data}"]
     for key, value in config_mod.to_dict(ctx.config).items():
         marker = "*" if key in request.config else " "
         lines.append(f"  {marker} {key}: {value}")

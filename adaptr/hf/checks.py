@@ -112,10 +112,24 @@ def check_adapter_file(saved_dir: Path, before: dict, expected: dict[str, tuple]
     return {"tensors": len(saved), "lora_tensors": len(lora_keys), "changed_tensors": len(changed)}
 
 
+def _high_water_rss() -> int:
+    """This process's peak RSS. Linux's VmHWM, not ru_maxrss, which survives exec and so can
+    report the peak of whoever started the process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def memory_record(peak_rss: int) -> dict:
+    """Peak memory: CPU RSS (sampled every step and the kernel's high-water mark), GPU
+    allocated and reserved (torch's caching allocator)."""
     import torch
 
-    out = {"cpu_peak_rss_bytes": max(peak_rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}
+    out = {"cpu_peak_rss_bytes": max(peak_rss, _high_water_rss())}
     if torch.cuda.is_available():
         out["gpu_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
         out["gpu_peak_reserved_bytes"] = torch.cuda.max_memory_reserved()

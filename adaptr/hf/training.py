@@ -9,12 +9,11 @@ the first time and the Trainer restores optimizer, scheduler, RNG and trainer st
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConflictError, MachineError, UsageError
+from ..errors import ConflictError, IntegrityError, MachineError, UsageError
 from ..stages import StageContext
 from . import data as data_mod
 from .recipe import STRUCTURAL_LORA_KEYS, lora_kwargs, training_kwargs
@@ -49,6 +48,8 @@ def check(ctx: StageContext) -> Plan:
     _check_base_files(ctx.base)
     if ctx.parent:
         _check_parent(ctx, mode)
+    if ctx.request.eval_data and ctx.request.eval_fraction:
+        raise UsageError("--eval-data and --eval-fraction both given", "pass one of them")
     train = data_mod.load(ctx.request.data, kind)
     train_rows, eval_rows, eval_source = train.rows, [], None
     if ctx.request.eval_data:
@@ -328,16 +329,13 @@ def _publish(ctx, plan: Plan, built: Built, output, eval_metrics: dict, wall: fl
 
     model = built.model
     if checks.base_fingerprint(model) != built.base_fingerprint:
-        from ..errors import IntegrityError
-
         raise IntegrityError("base weights changed during training", "the version was not published")
     with ctx.staging("adapter") as staged:
         model.save_pretrained(str(staged), selected_adapters=[TRAINED])
+        (staged / "README.md").unlink(missing_ok=True)  # PEFT's empty card; `adaptr push` writes one
         r = model.peft_config[TRAINED].r
         expected = checks.expected_shapes(model, TRAINED, r, ctx.config.use_dora)
         tensor_check = checks.check_adapter_file(staged, built.initial_adapter, expected)
-        (staged / "adaptr.json").write_text(json.dumps({"stage": ctx.stage.name, "mode": plan.mode,
-                                                        "base": built.base["name"]}, indent=1))
         record = _record(ctx, plan, built, output, eval_metrics, wall, tensor_check)
         metrics = {**{k: v for k, v in output.metrics.items() if isinstance(v, (int, float))},
                    **{k: v for k, v in built.callback.last_logs.items() if k.startswith(("rewards/", "logps/"))},

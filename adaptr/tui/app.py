@@ -30,6 +30,7 @@ from .screens.runs import RunsScreen
 
 ERROR_TITLES = {UsageError: "invalid input", NotFoundError: "not found", ConflictError: "conflict",
                 MachineError: "not possible here", IntegrityError: "integrity error"}
+RESUMABLE = ("interrupted", "cancelled", "failed")
 POLL_INTERVAL_S = 1.0
 # With no run active and the Runs view hidden, poll only every this many intervals.
 IDLE_POLL_EVERY = 5
@@ -250,7 +251,7 @@ class AdaptrApp(App):
                               "The token comes from HF_TOKEN or your stored Hub login.",
                               confirm_label="Push", options_value=f"--repo {repo}",
                               options_placeholder="--repo OWNER/NAME [--private] [--with-parents]"),
-                partial(self._run_cli, "push", adapter["ref"]))
+                partial(self._run_cli, ["push", adapter["ref"]]))
 
     def action_merge(self) -> None:
         """Merge the selected version into its base: the merge stage's form, run detached."""
@@ -264,25 +265,27 @@ class AdaptrApp(App):
             self.notify(f"select an adapter version in the Adapters view to {what} it", severity="warning")
         return adapter
 
-    def _run_cli(self, *args_and_options) -> None:
-        *args, options = args_and_options
+    def _run_cli(self, args: list[str], options: list[str] | None, then=None) -> None:
+        """Run ``adaptr ARGS OPTIONS`` in a worker (None options: the dialog was cancelled)."""
         if options is None:
             return
         self.notify(f"adaptr {' '.join([*args, *options])} …", title="running")
-        self.run_worker(partial(self._cli_worker, [*args, *options]), thread=True,
+        self.run_worker(partial(self._cli_worker, [*args, *options], then), thread=True,
                         exit_on_error=False, group="cli")
 
-    def _cli_worker(self, args: list[str]) -> None:
+    def _cli_worker(self, args: list[str], then) -> None:
         result = backend.run_cli(self.registry.root, *args)
-        self.call_from_thread(self._cli_done, result)
+        self.call_from_thread(self._cli_done, result, then)
 
-    def _cli_done(self, result: backend.CommandResult) -> None:
+    def _cli_done(self, result: backend.CommandResult, then) -> None:
         command = "adaptr " + " ".join(result.args)
-        if result.returncode == 0:
-            self.notify(result.message, title=f"{command}: done")
-            self.refresh_views()
-        else:
+        if result.returncode != 0:
             self.notify(result.message, title=f"{command}: failed", severity="error", timeout=10)
+            return
+        self.notify(result.message, title=f"{command}: done")
+        self.refresh_views()
+        if then is not None:
+            then(result)
 
     def action_cancel_run(self) -> None:
         screen = self.screen
@@ -295,6 +298,26 @@ class AdaptrApp(App):
                           "The run is asked to stop (SIGTERM): it saves a checkpoint and ends cancelled.",
                           confirm_label="Cancel run", danger=True),
             partial(self._cancel_confirmed, run["id"]))
+
+    def action_resume_run(self) -> None:
+        screen = self.screen
+        run = screen.selected_run if isinstance(screen, RunsScreen) else None
+        if run is None or run["status"] not in RESUMABLE:
+            self.notify("select an interrupted, cancelled or failed run in the Runs view to resume it",
+                        severity="warning")
+            return
+        self.push_screen(
+            ConfirmScreen(f"Resume run {run['id']}",
+                          f"Runs: adaptr resume {run['id']} --detach [options]\n"
+                          "It continues from the newest checkpoint that verifies, as a new run.",
+                          confirm_label="Resume",
+                          options_placeholder="e.g. --checkpoint STEP, --inexact, --set KEY=VALUE"),
+            partial(self._run_cli, ["resume", run["id"], "--detach"], then=self._resumed))
+
+    def _resumed(self, result: backend.CommandResult) -> None:
+        lines = result.stdout.split()
+        if lines:
+            self.show_run(lines[-1])  # `adaptr resume --detach` prints the new run's id
 
     def _cancel_confirmed(self, run_id: str, options: list[str] | None) -> None:
         if options is None:
@@ -318,6 +341,7 @@ class AdaptrApp(App):
         yield SystemCommand("Merge selected version into its base", "The merge stage with into_base (m)",
                             self.action_merge)
         yield SystemCommand("Cancel selected run", "Send SIGTERM to the run (c)", self.action_cancel_run)
+        yield SystemCommand("Resume selected run", "adaptr resume RUN --detach (r)", self.action_resume_run)
         yield SystemCommand("Refresh", "Re-read the registry (F5)", self.action_refresh)
 
 

@@ -39,7 +39,7 @@ def check(ctx) -> None:
     if not settings.run:
         raise UsageError("the resume stage needs the run to continue", "run `adaptr resume RUN`")
     target = registry.run(settings.run)
-    _check_resumable(registry, target)
+    _check_resumable(registry, target, ctx.run)
     origin = _origin(registry, target)
     training = plugins.get_stage(origin["stage"])
     train_config = config_mod.build(training.config_class, target["config"], settings.overrides)
@@ -81,7 +81,8 @@ def run(ctx) -> None:
 # -- which run, which checkpoint -----------------------------------------------------------
 
 
-def _check_resumable(registry, target: dict) -> None:
+def _check_resumable(registry, target: dict, this_run: dict | None) -> None:
+    """``this_run`` is the resume run itself when it is already recorded (a detached worker)."""
     run_id, status = target["id"], target["status"]
     if status == "succeeded":
         made = f" and made {target['output_ref']}" if target["output_ref"] else ""
@@ -91,8 +92,9 @@ def _check_resumable(registry, target: dict) -> None:
     if status not in _ENDED_RESUMABLE:
         raise ConflictError(f"run {run_id} is still {status}",
                             f"wait for it to end, or stop it with `adaptr cancel {run_id}`")
-    for later in registry.query("SELECT id, status FROM runs WHERE resumed_from_run = ? AND "
-                                "status IN ('queued', 'running', 'succeeded')", [run_id]):
+    this_id = this_run["id"] if this_run else None
+    for later in registry.query("SELECT id, status FROM runs WHERE resumed_from_run = ? AND id IS NOT ? "
+                                "AND status IN ('queued', 'running', 'succeeded')", [run_id, this_id]):
         raise ConflictError(f"run {run_id} was already resumed by run {later['id']} ({later['status']})",
                             f"see it with `adaptr runs`; resume {later['id']} if it stops")
 

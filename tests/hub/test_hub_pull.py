@@ -66,8 +66,8 @@ def test_pull_of_a_version_whose_parents_are_local_reuses_them(registry_with_bas
     proc = run_cli("pull", "alice/sft@v2", "--json", registry=reg, env=hub_env)
 
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == [{"ref": "sft-v2", "repo": "alice/sft",
-                                        "commit": hub.repos["alice/sft"].tags["v2"], "status": "present"}]
+    assert json.loads(proc.stdout) == [{"ref": "sft-v2", "repo": "alice/sft", "revision": "v2",
+                                        "status": "present"}]
     assert dump_registry(reg.root) == before
 
 
@@ -148,3 +148,22 @@ def test_pull_of_a_pickled_peft_repo_is_refused(registry_with_base, lora_sources
         "the adapter with PEFT's save_pretrained(safe_serialization=True))")
     assert dump_registry(registry_with_base.root) == before
     assert hub.count("GET", r"adapter_model\.bin") == 0  # the pickle was never downloaded
+
+
+def test_a_repo_name_that_is_no_adapter_name_asks_for_name(registry_with_base, lora_sources, hub, hub_env):
+    upload_folder(lora_sources[0], "bob/lora-v2", hub_env)
+    before = dump_registry(registry_with_base.root)
+
+    proc = run_cli("pull", "bob/lora-v2", registry=registry_with_base, env=hub_env)
+
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: bob/lora-v2: invalid adapter name 'lora-v2': it ends like a version (-vN) "
+        "(hint: pass --name NAME to register it under another name)")
+    assert dump_registry(registry_with_base.root) == before
+
+    renamed = run_cli("pull", "bob/lora-v2", "--name", "bobs-lora", registry=registry_with_base, env=hub_env)
+
+    assert renamed.returncode == 0, renamed.stderr
+    assert "as bobs-lora-v1" in renamed.stdout
+    assert registry_with_base.resolve("bobs-lora-v1")["stage"] == "import"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 from adaptr import StageRequest, jobs, run_stage
 from adaptr.stages import CHECKPOINT_INFO
 
-from .helpers import killed_after_checkpoint, losses
+from conftest import run_cli
+
+from .helpers import killed_after_checkpoint, losses, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -55,20 +58,33 @@ def test_sft_resumed_after_sigkill_matches_an_uninterrupted_run_bit_for_bit(
     assert version["record"]["resumed_from"]["text"] == f"resumed from checkpoint 10 of run {killed['id']}"
 
 
-def test_accelerate_two_cpu_processes_register_one_version(registry_with_base, sft_data):
+def test_accelerate_two_cpu_processes_killed_and_resumed_register_one_version(
+        registry_with_base, sft_data, monkeypatch):
+    import psutil
+
     registry = registry_with_base
-    run = jobs.submit(registry, sft_request(sft_data, save_steps=4, max_steps=4,
-                                            per_device_train_batch_size=2),
-                      executor="accelerate", options={"processes": 2})
-    done = jobs.wait(registry, run["id"], timeout=240)
-    assert done["status"] == "succeeded", "\n".join(jobs.tail(done, 40))
-    assert len(registry.adapters()) == 1 and done["output_ref"] == "sft-v1"
-    [checkpoint] = registry.checkpoints(run["id"])
-    names = {p.name for p in Path(checkpoint["path"]).iterdir()}
+    settings = {"max_steps": 4, "per_device_train_batch_size": 2}
+    request = sft_request(sft_data, save_steps=2, **settings)
+    with monkeypatch.context() as patched:
+        patched.setattr(jobs, "submit", functools.partial(jobs.submit, executor="accelerate",
+                                                          options={"processes": 2}))
+        killed = killed_after_checkpoint(registry, request, 2, patched)
+    names = {p.name for p in Path(registry.checkpoints(killed["id"])[0]["path"]).iterdir()}
     assert {"rng_state_0.pth", "rng_state_1.pth", "optimizer.pt"} <= names  # both ranks wrote theirs
+    wait_until(lambda: not [p for p in psutil.process_iter(["cmdline"])
+                            if killed["id"] in " ".join(p.info["cmdline"] or [])], what="ranks gone")
+
+    proc = run_cli("resume", killed["id"], "--detach", registry=registry)  # as it ran: 2 processes
+    assert proc.returncode == 0, proc.stderr
+    resumed = jobs.wait(registry, proc.stdout.strip(), timeout=240)
+    assert resumed["status"] == "succeeded", "\n".join(jobs.tail(resumed, 40))
+    assert resumed["executor"] == "accelerate" and resumed["resumed_from_step"] == 2
+    assert [a["ref"] for a in registry.adapters()] == ["sft-v1"]
 
     single = run_stage(registry, sft_request(sft_data, max_steps=4, per_device_train_batch_size=4))
-    two, one = losses(registry, run["id"]), losses(registry, single["id"])
+    two = {**{s: v for s, v in losses(registry, killed["id"]).items() if s <= 2},
+           **losses(registry, resumed["id"])}
+    one = losses(registry, single["id"])
     assert sorted(two) == sorted(one) == [1, 2, 3, 4]
     for step in one:
         assert math.isclose(two[step], one[step], rel_tol=0.02), (step, two[step], one[step])

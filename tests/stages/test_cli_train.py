@@ -8,8 +8,6 @@ import pytest
 
 from conftest import dump_registry, run_cli
 
-from .conftest import FAST_SFT
-
 
 def _flags(config: dict) -> list[str]:
     return [arg for key, value in config.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
@@ -94,6 +92,3 @@ def test_merge_mode_without_merge_support_is_refused(sft_registry, dpo_data, mon
         prepare(sft_registry, StageRequest(stage="dpo", parent="sft-v1", mode="merge", data=str(dpo_data)))
     assert dump_registry(sft_registry.root) == before
 
-
-def test_fast_settings_are_valid_flags():
-    assert _flags(FAST_SFT)[:2] == ["--max-steps", "3"]

@@ -61,6 +61,12 @@ def test_stack_trains_a_new_adapter_on_the_frozen_parent(sft_registry, dpo_data,
     assert child["parents"][0]["params"]["reference_policy"] == "sft-v1"
     logged = first_logged(sft_registry, child["ref"])
     assert logged["rewards/margins"] == 0  # reference = base + frozen parent
+    # Only the new adapter trains: r=4 on 14 modules, not the parent's r=8 tensors as well.
+    from safetensors.torch import load_file
+
+    saved = load_file(str(Path(child["path"]) / "adapter_model.safetensors"))
+    assert all(min(t.shape) == 4 for t in saved.values())
+    assert child["record"]["parameters"]["trainable"] == sum(t.numel() for t in saved.values())
     model = adaptr.load(child["ref"], registry=sft_registry)
     assert sorted(model.active_adapters) == ["default", "sft-v1"]
     parent_only = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base_dir),

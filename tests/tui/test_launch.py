@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from textual.widgets import Checkbox, Input, Log, ProgressBar, Select
+from textual.widgets import Checkbox, Input, Log, ProgressBar, Select, TabbedContent
 
 from adaptr.tui import make_app
 from adaptr.tui.screens.adapters import AdaptersScreen
@@ -179,13 +179,15 @@ def test_launch_then_watch_a_real_detached_cpu_run(registry_with_base, sft_data)
             await settle(pilot)
             adapters = app.screen
             assert isinstance(adapters, AdaptersScreen) and adapters.selected["ref"] == "tuirun-v1"
+            adapters.query_one(TabbedContent).active = "tab-metrics"
+            await settle(pilot)
             plot = adapters.query_one(LossPlot)
             assert "12 points" in str(plot.query_one(".caption").content)
     run(scenario())
 
 
 @pytest.mark.slow
-def test_cancel_a_running_run_from_the_runs_view(registry_with_base, sft_data):
+def test_cancel_then_resume_a_run_from_the_runs_view(registry_with_base, sft_data):
     from adaptr import StageRequest
     from adaptr.tui import backend
 
@@ -213,4 +215,21 @@ def test_cancel_a_running_run_from_the_runs_view(registry_with_base, sft_data):
 
             assert await wait_until(pilot, ended, timeout=180)
             assert runs.runs[run_row["id"]]["status"] == "cancelled"
+
+            await pilot.press("r")
+            await settle(pilot)
+            assert type(app.screen).__name__ == "ConfirmScreen"
+            await pilot.press("enter")
+            assert await wait_until(pilot, lambda: runs.selected_id not in (None, run_row["id"])
+                                    and runs.selected_id in runs.runs, timeout=120)
+            resumed_id = runs.selected_id
+            assert runs.runs[resumed_id]["stage"] == "resume"
+
+            def resumed_stepping():
+                return (runs.runs[resumed_id].get("progress_step") or 0) > 0
+
+            assert await wait_until(pilot, resumed_stepping, timeout=180)
+            backend.cancel(registry.db_path, resumed_id)  # leave no process behind
+            assert await wait_until(
+                pilot, lambda: runs.runs[resumed_id]["status"] not in ("queued", "running"), timeout=180)
     run(scenario())

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from textual.widgets import DataTable, Input, Log, ProgressBar, Static
+from textual.widgets import DataTable, Input, Log, ProgressBar, Static, TabbedContent
 
 from adaptr.registry import now
 from adaptr.tui import make_app
@@ -84,8 +84,14 @@ def test_adapters_view_lists_newest_first_with_details(lineage_registry):
             detail = screen.query_one(AdapterDetailPane)
             overview = plain(detail.query_one("#overview", Static))
             assert "20260115-090000-a1b2" in overview and "adapters/sft/v1" in overview
+            tabs = detail.query_one(TabbedContent)
+            assert not detail.query(LossPlot)  # hidden tabs are built when first shown
+            tabs.active = "tab-metrics"
+            await settle(pilot)
             plot = detail.query_one(LossPlot)
             assert "2.3100 → 0.8900" in plain(plot.query_one(".caption", Static))
+            tabs.active = "tab-files"
+            await settle(pilot)
             files = detail.query_one("#files", DataTable)
             names = [str(files.get_row_at(i)[0]) for i in range(files.row_count)]
             assert names[:3] == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
@@ -380,3 +386,30 @@ def test_the_app_imports_no_training_library(lineage_registry):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "HEAVY []" in proc.stdout, proc.stdout
+
+
+def test_resume_runs_the_cli_and_reports_its_outcome(lineage_registry):
+    async def scenario():
+        app = make_app(lineage_registry.root)
+        notes = record_notifications(app)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await settle(pilot)
+            screen = app.screen
+            screen.select_run("20260115-090000-a1b2")  # succeeded: nothing to resume
+            await pilot.press("r")
+            await settle(pilot)
+            assert notes[-1].severity == "warning" and "resume" in notes[-1].message
+
+            screen.select_run("20260115-093000-c3d4")  # failed, and it saved no checkpoint
+            await pilot.press("r")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("enter")
+            assert await wait_until(pilot, lambda: any(n.title.startswith("adaptr resume") for n in notes),
+                                    timeout=60)
+            outcome = next(n for n in notes if n.title.startswith("adaptr resume"))
+            assert outcome.title == "adaptr resume 20260115-093000-c3d4 --detach: failed"
+            assert outcome.severity == "error" and "checkpoint" in outcome.message
+            assert isinstance(app.screen, RunsScreen)
+    run(scenario())

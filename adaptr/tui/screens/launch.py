@@ -85,7 +85,10 @@ class LaunchScreen(ModalScreen[dict | None]):
         yield from _row("from", Input(self.prefill.parent or "", placeholder="parent ref, e.g. sft-v2",
                                       id="f-parent"), "continue from this adapter version (optional)")
         base_options = [(name, name) for name in self.bases]
-        yield from _row("base", Select(base_options, value=self.prefill.base or Select.NULL,
+        base = self.prefill.base
+        if base is None and not self.prefill.parent and len(self.bases) == 1:
+            base = self.bases[0]  # the only choice
+        yield from _row("base", Select(base_options, value=base or Select.NULL,
                                        prompt="(the parent's base)", id="f-base"),
                         "base model; leave blank to use the parent's")
         yield from _row("mode", Select([(m, m) for m in MODES], value="continue", allow_blank=False,

@@ -41,6 +41,7 @@ def run_cells(run: dict) -> tuple:
 class RunsScreen(Screen):
     BINDINGS = [
         Binding("c", "app.cancel_run", "Cancel run"),
+        Binding("r", "app.resume_run", "Resume run"),
         Binding("o", "open_output", "Open output"),
         Binding("n", "app.launch", "Launch"),
     ]

@@ -46,59 +46,95 @@ def parents_text(parents: list[dict]) -> Text:
 
 
 class AdapterDetailPane(Vertical):
-    """The selected adapter version, in four tabs."""
+    """The selected adapter version, in four tabs.
+
+    Only the Overview tab is built at start-up; the others are mounted the first time they are
+    shown (fewer widgets to style before the first frame), then kept up to date.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.detail: data.AdapterDetail | None = None
+        self._empty_message = "no version selected"
 
     def compose(self) -> ComposeResult:
         with TabbedContent():
             with TabPane("Overview", id="tab-overview"):
                 yield VerticalScroll(Static(id="overview"))
-            with TabPane("Config", id="tab-config"):
-                yield VerticalScroll(Static(id="config"))
-            with TabPane("Metrics", id="tab-metrics"):
-                yield VerticalScroll(LossPlot(id="loss-plot"), Static(id="metrics"))
-            with TabPane("Files", id="tab-files"):
-                yield DataTable(id="files", cursor_type="row", zebra_stripes=True)
+            yield TabPane("Config", id="tab-config")
+            yield TabPane("Metrics", id="tab-metrics")
+            yield TabPane("Files", id="tab-files")
 
-    def on_mount(self) -> None:
-        files = self.query_one("#files", DataTable)
-        files.add_column("File", key="file")
-        files.add_column("Size", key="size")
+    async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = event.pane
+        if pane.id in _PANE_CONTENT and not pane.children:
+            await pane.mount_all(_PANE_CONTENT[pane.id]())
+            self._fill(pane.id)
 
     def clear_detail(self, message: str = "no version selected") -> None:
-        self.query_one("#overview", Static).update(Text(message, style="dim"))
-        self.query_one("#config", Static).update("")
-        self.query_one("#metrics", Static).update("")
-        self.query_one(LossPlot).plot([])
-        self.query_one("#files", DataTable).clear()
+        self.detail, self._empty_message = None, message
+        for pane_id in ("tab-overview", *_PANE_CONTENT):
+            self._fill(pane_id)
 
     def show(self, detail: data.AdapterDetail) -> None:
-        adapter = detail.adapter
-        self.query_one("#overview", Static).update(kv_table(_overview_rows(adapter, detail)))
-        config = adapter.get("config") or {}
-        self.query_one("#config", Static).update(
-            kv_table(sorted(config.items())) if config else Text("no config recorded", style="dim"))
-        metrics = adapter.get("metrics") or {}
-        scalar = [(k, v) for k, v in sorted(metrics.items()) if not isinstance(v, (list, dict))]
-        self.query_one("#metrics", Static).update(
-            kv_table(scalar) if scalar else Text("no final metrics recorded", style="dim"))
-        self.query_one(LossPlot).plot(detail.loss)
-        self._show_files(detail)
+        self.detail = detail
+        for pane_id in ("tab-overview", *_PANE_CONTENT):
+            self._fill(pane_id)
 
-    def _show_files(self, detail: data.AdapterDetail) -> None:
-        files = self.query_one("#files", DataTable)
-        files.clear()
-        if detail.files_error:
-            files.add_row(Text(detail.files_error, style="red"), "")
+    def _fill(self, pane_id: str) -> None:
+        """Fill one tab from ``self.detail``, if that tab has been built."""
+        pane = self.query_one(f"#{pane_id}", TabPane)
+        if not pane.children:
             return
-        total = 0
-        for entry in detail.files:
-            total += entry.size
-            files.add_row(entry.path, Text(data.human_size(entry.size), justify="right"))
-        files.add_row(Text(f"{len(detail.files)} files", style="bold"),
-                      Text(data.human_size(total), style="bold", justify="right"))
+        detail = self.detail
+        if pane_id == "tab-overview":
+            pane.query_one("#overview", Static).update(
+                kv_table(_overview_rows(detail)) if detail else Text(self._empty_message, style="dim"))
+        elif pane_id == "tab-config":
+            config = (detail.adapter.get("config") or {}) if detail else {}
+            pane.query_one("#config", Static).update(
+                kv_table(sorted(config.items())) if config else Text("no config recorded", style="dim"))
+        elif pane_id == "tab-metrics":
+            metrics = (detail.adapter.get("metrics") or {}) if detail else {}
+            scalar = [(k, v) for k, v in sorted(metrics.items()) if not isinstance(v, (list, dict))]
+            pane.query_one("#metrics", Static).update(
+                kv_table(scalar) if scalar else Text("no final metrics recorded", style="dim"))
+            pane.query_one(LossPlot).plot(detail.loss if detail else [])
+        elif pane_id == "tab-files":
+            _show_files(pane.query_one("#files", DataTable), detail)
 
 
-def _overview_rows(adapter: dict, detail: data.AdapterDetail) -> list[tuple[str, Any]]:
+def _files_table() -> DataTable:
+    table = DataTable(id="files", cursor_type="row", zebra_stripes=True)
+    table.add_column("File", key="file")
+    table.add_column("Size", key="size")
+    return table
+
+
+_PANE_CONTENT = {
+    "tab-config": lambda: [VerticalScroll(Static(id="config"))],
+    "tab-metrics": lambda: [VerticalScroll(LossPlot(id="loss-plot"), Static(id="metrics"))],
+    "tab-files": lambda: [_files_table()],
+}
+
+
+def _show_files(files: DataTable, detail: data.AdapterDetail | None) -> None:
+    files.clear()
+    if detail is None:
+        return
+    if detail.files_error:
+        files.add_row(Text(detail.files_error, style="red"), "")
+        return
+    total = 0
+    for entry in detail.files:
+        total += entry.size
+        files.add_row(entry.path, Text(data.human_size(entry.size), justify="right"))
+    files.add_row(Text(f"{len(detail.files)} files", style="bold"),
+                  Text(data.human_size(total), style="bold", justify="right"))
+
+
+def _overview_rows(detail: data.AdapterDetail) -> list[tuple[str, Any]]:
+    adapter = detail.adapter
     record = adapter.get("record") or {}
     name, value = data.key_metric(adapter.get("metrics") or {})
     rows: list[tuple[str, Any]] = [
