@@ -34,7 +34,9 @@ class Stage:
     """A training (or other) stage contributed by a plugin.
 
     ``inputs`` says what the stage starts from: ``"base"`` (``--base``), ``"parent"`` (``--from``)
-    or ``"base_or_parent"``.
+    or ``"base_or_parent"``. ``command`` is the CLI command that runs it: ``"train"`` lists it
+    under ``adaptr train`` (and the TUI's launch form); a stage with a command of its own
+    (``resume``, ``merge``) names that instead.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Stage:
     help: str = ""
     inputs: str = "base_or_parent"
     takes_data: bool = True
+    command: str = "train"
     plugin: str = ""
 
 

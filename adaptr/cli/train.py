@@ -28,11 +28,16 @@ class StageGroup(click.Group):
     """Subcommands are the registered stages, built when first asked for (keeps --help fast)."""
 
     def list_commands(self, ctx):
-        return sorted(plugins.stages())
+        return sorted(trainable_stages())
 
     def get_command(self, ctx, name):
-        stage = plugins.stages().get(name)
+        stage = trainable_stages().get(name)
         return build_stage_command(stage) if stage else None
+
+
+def trainable_stages() -> dict:
+    """Stages run through `adaptr train` (resume and merge have commands of their own)."""
+    return {name: s for name, s in plugins.stages().items() if s.command == "train"}
 
 
 def _common_options(func):

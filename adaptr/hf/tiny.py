@@ -60,6 +60,14 @@ def make_tiny_base(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 64,
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
-    model.save_pretrained(out_dir, safe_serialization=True, **kwargs)
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Writing model shards" bar for a 0.5 MB file is noise
+    try:
+        model.save_pretrained(out_dir, safe_serialization=True, **kwargs)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -8,6 +8,6 @@ from .stage import check, run
 
 @hookimpl
 def register_stages(register):
-    register(Stage("resume", ResumeConfig, run=run, check=check, takes_data=False,
+    register(Stage("resume", ResumeConfig, run=run, check=check, takes_data=False, command="resume",
                    help="Continue an interrupted or cancelled run from its newest checkpoint that "
                         "verifies (use `adaptr resume RUN`)."))

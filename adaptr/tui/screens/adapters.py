@@ -120,7 +120,15 @@ class AdaptersScreen(Screen):
 
     @on(AdapterTable.NeedMore)
     def _more(self) -> None:
-        self._load_next_page()
+        if not self.query_one(AdapterTable).exhausted:
+            self._load_next_page()
+
+    @on(AdapterTable.NeedAll)
+    def _all(self) -> None:
+        table = self.query_one(AdapterTable)
+        while not table.exhausted:
+            self._load_next_page()
+        table.action_scroll_bottom()
 
     # -- selection and details -------------------------------------------------------------
 

@@ -22,6 +22,9 @@ class AdapterTable(DataTable):
     class NeedMore(Message):
         """The user is near the last loaded row; the screen should append the next page."""
 
+    class NeedAll(Message):
+        """The user jumped to the end (ctrl+end); the screen should load every remaining row."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.exhausted = False
@@ -48,6 +51,12 @@ class AdapterTable(DataTable):
         self._asked = False
         self._loading = False
         self._check_near_end()
+
+    def action_scroll_bottom(self) -> None:
+        if not self.exhausted:
+            self.post_message(self.NeedAll())  # the screen loads the rest, then moves here
+            return
+        super().action_scroll_bottom()
 
     def adapter_id_at(self, row_index: int) -> int | None:
         if not 0 <= row_index < self.row_count:
