@@ -125,10 +125,15 @@ class AdaptersScreen(Screen):
 
     @on(AdapterTable.NeedAll)
     def _all(self) -> None:
+        """Load the remaining rows a few pages at a time, keeping the UI live, then go to the end."""
         table = self.query_one(AdapterTable)
-        while not table.exhausted:
-            self._load_next_page()
-        table.action_scroll_bottom()
+        for _ in range(5):
+            if not table.exhausted:
+                self._load_next_page()
+        if table.exhausted:
+            table.action_scroll_bottom()
+        else:
+            self.call_later(self._all)
 
     # -- selection and details -------------------------------------------------------------
 

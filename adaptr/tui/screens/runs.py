@@ -1,4 +1,4 @@
-"""The runs view: live status, progress and log tail of every run; cancel the selected one.
+"""The runs view: live status, progress and log tail of every run; cancel or resume the selected one.
 
 It never reads the registry itself: the app polls in a worker thread and hands each
 :class:`~adaptr.tui.backend.RunsSnapshot` to :meth:`RunsScreen.apply`.
