@@ -15,6 +15,7 @@ from .errors import ConflictError
 from .registry import Registry
 from .stages import StageRequest, run_stage
 
+BASE_NAME = "tiny"
 SFT_DATA = "sft.jsonl"
 PREFERENCE_DATA = "preferences.jsonl"
 # Few steps and a high learning rate: the demo shows the mechanics, not a useful model.
@@ -42,11 +43,11 @@ def run_demo(directory: Path | str, *, reporter=None, echo=print) -> Registry:
 
     registry = Registry.init(directory / "registry")
     base_dir = make_tiny_base(directory / "tiny-llama")
-    add_local_base(registry, "tiny", base_dir)
-    echo(f"generated and registered base `tiny` ({base_dir})")
+    add_local_base(registry, BASE_NAME, base_dir)
+    echo(f"generated and registered base `{BASE_NAME}` ({base_dir})")
     steps = [
         ("adaptr train sft --base tiny --data sft.jsonl",
-         StageRequest(stage="sft", base="tiny", data=str(data_file(SFT_DATA)), name="sft",
+         StageRequest(stage="sft", base=BASE_NAME, data=str(data_file(SFT_DATA)), name="sft",
                       config=SFT_SETTINGS)),
         ("adaptr train dpo --from sft-v1 --data preferences.jsonl",
          StageRequest(stage="dpo", parent="sft-v1", data=str(data_file(PREFERENCE_DATA)), name="dpo",
@@ -73,46 +74,3 @@ def _merge(registry: Registry, echo) -> None:
     echo("$ adaptr merge dpo-v1 --into-base --dtype fp32")
     derived = merge_adapter_into_base(registry, registry.resolve("dpo-v1"), None, "fp32")
     echo(f"  -> derived base {derived['name']}")
-
-
-def lineage_lines(registry: Registry) -> list[str]:
-    """The registry as an indented tree: bases, the adapters on them, and their children."""
-    adapters = registry.adapters()
-    lines: list[str] = []
-
-    def label(node: dict, relation: str | None, params: dict) -> str:
-        if node["kind"] == "base":
-            text = node["ref"] + (" (derived base)" if node.get("source_kind") == "derived" else " (base)")
-        else:
-            text = f"{node['ref']} [{node['stage']}]"
-        if relation:
-            text += f"  <- {relation}"
-            if params.get("reference_policy"):
-                text += f", reference {params['reference_policy']}"
-        return text
-
-    def walk(node: dict, depth: int, relation: str | None, params: dict, seen: set) -> None:
-        lines.append("  " * depth + label(node, relation, params))
-        if node["id"] in seen:
-            return
-        seen = seen | {node["id"]}
-        for child in _children(registry, node, adapters):
-            walk(child[0], depth + 1, child[1], child[2], seen)
-
-    for base in registry.bases():
-        if not base["parents"]:
-            walk(base, 0, None, {}, set())
-    return lines
-
-
-def _children(registry: Registry, node: dict, adapters: list[dict]) -> list[tuple[dict, str, dict]]:
-    out = []
-    if node["kind"] == "base":
-        out += [(a, "trained on", {}) for a in reversed(adapters)
-                if a["base"] == node["name"] and not any(p["kind"] == "adapter" for p in a["parents"])]
-    for edge in registry.descendants(node["id"]):
-        if edge["parent"] != node["id"]:
-            continue
-        child = registry.node(edge["child_ref"])
-        out.append((child, edge["relation"], edge["params"]))
-    return out

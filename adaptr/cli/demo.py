@@ -12,7 +12,9 @@ DEFAULT_DIR = "adaptr-demo"
               help="Directory for the demo's model and registry (must not hold a registry yet).")
 def demo_cmd(directory):
     """Generate a tiny base, run sft then dpo --from sft-v1 (then a merge), print the lineage."""
-    from ..demo import lineage_lines, run_demo
+    from ..demo import BASE_NAME, run_demo
+    from .common import console
+    from .registry_cmds import lineage_tree
     from .train import RichReporter
 
     reporter = RichReporter()
@@ -20,7 +22,7 @@ def demo_cmd(directory):
         registry = run_demo(directory, reporter=reporter, echo=lambda text: reporter.message(text))
     finally:
         reporter.finish()
-    click.echo("\n".join(lineage_lines(registry)))
+    console().print(lineage_tree(registry, BASE_NAME))
     click.echo(f"\nexplore it: ADAPTR_REGISTRY={registry.root} adaptr ls", err=True)
     registry.close()
 

@@ -186,20 +186,25 @@ def _show_base(base: dict, as_json: bool) -> None:
 def lineage_cmd(state: State, ref, as_json, bases, depth):
     """Draw the ancestors and descendants of REF (an adapter ref or a base name)."""
     registry = state.registry
+    if as_json:
+        node = registry.node(ref)
+        echo_json({"node": {"ref": node["ref"], "kind": node["kind"]},
+                   "ancestors": [render.edge_json(e) for e in registry.ancestors(node["id"], bases=bases)],
+                   "descendants": [render.edge_json(e) for e in registry.descendants(node["id"], bases=bases)]})
+        return
+    console().print(lineage_tree(registry, ref, bases=bases, depth=depth))
+
+
+def lineage_tree(registry: Registry, ref: str, *, bases: bool = True, depth: int = 30):
+    """The rich Tree that `adaptr lineage REF` prints (also used by `adaptr demo`)."""
     node = registry.node(ref)
     ancestors = registry.ancestors(node["id"], bases=bases)
     descendants = registry.descendants(node["id"], bases=bases)
-    if as_json:
-        echo_json({"node": {"ref": node["ref"], "kind": node["kind"]},
-                   "ancestors": [render.edge_json(e) for e in ancestors],
-                   "descendants": [render.edge_json(e) for e in descendants]})
-        return
     ids = {node["ref"]: node["id"]}
     for edge in ancestors + descendants:
         ids[edge["child_ref"]], ids[edge["parent_ref"]] = edge["child"], edge["parent"]
-    tree = render.lineage_tree(node, ancestors, descendants, max_depth=depth,
+    return render.lineage_tree(node, ancestors, descendants, max_depth=depth,
                                label_for=lambda refs: _labels(registry, {ids[r] for r in refs}))
-    console().print(tree)
 
 
 def _labels(registry: Registry, ids: set[int]) -> dict[str, str]:
