@@ -58,10 +58,14 @@ def test_form_follows_the_stage_config_and_sends_only_changes(lineage_registry, 
             assert request.config == {"steps": "5", "schedule": "cosine", "packing": True}
             assert (executor, gpus) == ("local", None)
 
-            set_value(form, "#f-stage", "merge")
+            # Only `adaptr train` stages are offered: resume and merge have actions of their own.
+            stage_select = form.query_one("#f-stage", Select)
+            offered = {value for _, value in stage_select._options}
+            assert {"sft", "dpo", toy_stage} <= offered and not {"resume", "merge"} & offered
+            set_value(form, "#f-stage", "sft")
             await settle(pilot)
-            assert form.query_one("#cfg-into_base", Checkbox).value is False
-            assert not form.query_one("#f-base").parent.display
+            assert isinstance(form.query_one("#cfg-max_length"), Input)  # sft's own config field
+            assert form.query_one("#f-data").parent.display  # sft takes data
             await pilot.press("escape")
             await settle(pilot)
             assert isinstance(app.screen, AdaptersScreen)

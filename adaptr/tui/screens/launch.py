@@ -53,7 +53,9 @@ class LaunchScreen(ModalScreen[dict | None]):
     def __init__(self, prefill: Prefill, bases: list[str], gpus: list[tuple[str, str]]) -> None:
         super().__init__()
         self.prefill = prefill
-        self.stages = plugins.stages()
+        # The stages `adaptr train` offers, plus the one an action asked for (merge's `m`).
+        self.stages = {name: stage for name, stage in plugins.stages().items()
+                       if stage.command == "train" or name == prefill.stage}
         self.executors = sorted(plugins.executors())
         self.bases = bases
         self.gpus = gpus
