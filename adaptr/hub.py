@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import store as store_mod
-from .bases import TOKENIZER_FILES
+from .bases import TOKENIZER_FILES, tokenizer_sha256
 from .errors import AdaptrError, ConflictError, IntegrityError, NotFoundError, UsageError
 from .refs import check_adapter_name, check_name
 from .registry import Registry
@@ -635,7 +635,7 @@ def describe_hub_base(hub_id: str, revision: str | None = None) -> dict:
     return {"source": hub_id, "source_kind": "hub", "revision": info.sha,
             "record": {"requested_revision": revision or "main"},
             "info": {"config_sha256": store_mod.sha256_file(paths["config.json"]),
-                     "tokenizer_sha256": _tokenizer_sha256(paths), "num_parameters": num_parameters,
+                     "tokenizer_sha256": tokenizer_sha256(paths), "num_parameters": num_parameters,
                      "dtype": dtype,
                      "architecture": (config.get("architectures") or [config.get("model_type")])[0]}}
 
@@ -651,17 +651,6 @@ def _hub_weights_summary(api, hub_id: str, commit: str) -> tuple[int, str | None
                          "adaptr loads safetensors only; pick a repo that has them") from None
     return summarize({name: {"dtype": tensor.dtype, "shape": tensor.shape}
                       for file in metadata.files_metadata.values() for name, tensor in file.tensors.items()})
-
-
-def _tokenizer_sha256(paths: dict[str, Path]) -> str:
-    # The same digest as bases.describe_model_dir computes for a local directory.
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name in TOKENIZER_FILES:
-        if name in paths:
-            digest.update(name.encode() + store_mod.sha256_file(paths[name]).encode())
-    return digest.hexdigest()
 
 
 def add_hub_base(registry: Registry, name: str, hub_id: str, revision: str | None = None) -> dict:

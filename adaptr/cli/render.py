@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..bases import human_count
+
 ADAPTER_FIELDS = ("ref", "name", "version", "base", "stage", "status", "parents", "aliases",
                   "sha256", "path", "created_at", "run_id", "hub_repo", "hub_commit")
 BASE_FIELDS = ("name", "source", "source_kind", "revision", "path", "config_sha256",
@@ -74,15 +76,6 @@ def bases_table(bases: list[dict], *, bold: bool = False) -> str:
              b["dtype"] or "", short_time(b["created_at"])] for b in bases]
     return columns(("NAME", "SOURCE", "REVISION", "ARCHITECTURE", "PARAMS", "DTYPE", "CREATED"), rows,
                    bold=bold)
-
-
-def human_count(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
 
 
 def fields_table(rows: list[tuple[str, Any]]):

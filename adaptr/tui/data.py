@@ -213,10 +213,3 @@ def human_size(size: int | None) -> str:
     return f"{value:.1f} GiB"
 
 
-def human_count(count: int | None) -> str:
-    if count is None:
-        return ""
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.1f}{unit}"
-    return str(count)

@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 from textual.widgets.data_table import RowDoesNotExist
 
+from ...bases import human_count
 from ...errors import AdaptrError
 from .. import data
 from ..widgets.footer import KeyFooter
@@ -63,7 +64,7 @@ class BasesScreen(Screen):
         table.clear()
         for base in self.bases:
             table.add_row(Text(base["name"], style="bold"), base["source_kind"], _source(base),
-                          base.get("architecture") or "", data.human_count(base.get("num_parameters")),
+                          base.get("architecture") or "", human_count(base.get("num_parameters")),
                           base.get("dtype") or "", Text(str(counts.get(base["id"], 0)), justify="right"),
                           data.short_time(base["created_at"]), key=base["name"])
         if not self.bases:
