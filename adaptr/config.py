@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def field_type(config_class: type, field: dataclasses.Field) -> Any:
     hints = typing.get_type_hints(config_class)
     tp = hints.get(field.name, str)
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
         return args[0]
     return tp
 

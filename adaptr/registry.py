@@ -50,6 +50,11 @@ def crash_point(name: str) -> None:
             time.sleep(3600)
 
 
+def process_rank() -> int:
+    """This process's rank in a multi-process launch (``accelerate launch``/torchrun), else 0."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _json(text: str | None) -> Any:
     return json.loads(text) if text else {}
 
@@ -146,8 +151,7 @@ class Registry:
     @contextlib.contextmanager
     def write(self) -> Iterator[Database]:
         """One write transaction, started with BEGIN IMMEDIATE; nested calls join it."""
-        if os.environ.get("RANK", "0") != "0":
-            # In a multi-process launch only rank 0 records anything (see stages.process_rank).
+        if process_rank() != 0:  # in a multi-process launch only rank 0 records anything
             raise RuntimeError("registry writes are reserved to rank 0 of a multi-process run")
         conn = self.conn
         if conn.in_transaction:
@@ -421,12 +425,13 @@ class Registry:
         """An adapter by ref, or else a base by name (for lineage, which spans both)."""
         try:
             return self.resolve(ref_or_base)
-        except NotFoundError as exc:
+        except NotFoundError:
             rows = self.query("SELECT * FROM bases WHERE name = ?", [ref_or_base])
             if rows:
                 return self._base_dict(rows[0])
-            if "has versions" in (exc.hint or ""):
-                raise
+            name = parse_ref(ref_or_base).name
+            if self.conn.execute("SELECT 1 FROM adapters WHERE name = ?", [name]).fetchone():
+                raise  # resolve's error lists the versions that name does have
             raise NotFoundError(f"no adapter ref or base named {ref_or_base!r}",
                                 "list versions with `adaptr ls` and bases with `adaptr base ls`") from None
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol
 from . import config as config_mod
 from . import plugins, store
 from .errors import AdaptrError, UsageError
-from .registry import Registry, crash_point, now
+from .registry import Registry, crash_point, now, process_rank
 
 MODES = ("continue", "merge", "stack")
 CHECKPOINT_INFO = "adaptr-checkpoint.json"
@@ -62,11 +62,6 @@ class Executor:
     help: str = ""
     check: Callable[[dict], None] | None = None
     plugin: str = ""
-
-
-def process_rank() -> int:
-    """This process's rank in a multi-process launch (``accelerate launch``/torchrun), else 0."""
-    return int(os.environ.get("RANK", "0"))
 
 
 @dataclass

@@ -152,12 +152,3 @@ class ArtifactStore:
         path = Path(stored)
         return path if path.is_absolute() else self.root / path
 
-
-def copy_tree(src: Path, dst: Path, names: list[str] | None = None) -> None:
-    """Copy a directory's files (or just ``names``) into ``dst``."""
-    src, dst = Path(src), Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    for path in _files(src) if names is None else [src / n for n in names]:
-        target = dst / path.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
