@@ -63,5 +63,8 @@ def add_local_base(registry: Registry, name: str, path: Path | str) -> dict:
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise UsageError(f"{path} is not a directory", "pass a local model directory or a Hub id")
-    return registry.add_base(name, source=str(path), source_kind="local", path=path,
-                             info=describe_model_dir(path))
+    from .integrity import base_files
+
+    info = describe_model_dir(path)
+    return registry.add_base(name, source=str(path), source_kind="local", path=path, info=info,
+                             files=base_files(path))

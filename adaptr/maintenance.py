@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import store
-from .errors import AdaptrError
+from .errors import AdaptrError, IntegrityError
 from .registry import Registry
 
 # Staging and trash directories are named PREFIX-PID-RANDOM (see ArtifactStore.staging).
@@ -21,6 +22,10 @@ ACTIVE_RUN_STATUSES = ("queued", "running")
 class Leftover:
     path: Path
     reason: str
+    keep: bool = False
+    """Listed, never removed: the registry does not know the directory (its row may be lost)."""
+    pending: dict | None = None
+    """The announcement (``pending_artifacts`` row) a crashed publish left, if that is what it is."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -36,8 +41,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def find_leftovers(registry: Registry) -> list[Leftover]:
-    """Directories no row points at and staging directories of dead processes."""
-    found = _dead_staging(registry) + _orphan_adapters(registry) + _orphan_bases(registry)
+    """Staging directories of dead processes, publishes that crashed, unsealed checkpoints of
+    ended runs; and, to be kept, directories the registry has no record of."""
+    pending = _crashed_publishes(registry)
+    found = _dead_staging(registry) + list(pending.values())
+    found += _unrecorded(registry, "adapters", pending) + _unrecorded(registry, "bases", pending)
     return found + _orphan_checkpoints(registry)
 
 
@@ -53,28 +61,46 @@ def _dead_staging(registry: Registry) -> list[Leftover]:
     return out
 
 
-def _orphan_adapters(registry: Registry) -> list[Leftover]:
-    root = registry.root / "adapters"
-    if not root.is_dir():
-        return []
-    known = {row["path"] for row in registry.query("SELECT path FROM adapters")}
-    out = []
-    for name_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        versions = sorted(p for p in name_dir.iterdir())
-        orphans = [p for p in versions if registry.store.relative(p) not in known]
-        out += [Leftover(p, "adapter directory with no registry row") for p in orphans]
-        if len(orphans) == len(versions):
-            out.append(Leftover(name_dir, "adapter name directory left empty"))
+def _crashed_publishes(registry: Registry) -> dict[str, Leftover]:
+    """Announced publishes of dead processes of this host, by stored path."""
+    recorded = _recorded_paths(registry)
+    out = {}
+    for row in registry.query("SELECT path, pid, host FROM pending_artifacts ORDER BY path"):
+        if row["host"] != socket.gethostname() or pid_alive(row["pid"]) or row["path"] in recorded:
+            continue
+        out[row["path"]] = Leftover(registry.store.absolute(row["path"]),
+                                    f"publish by process {row['pid']} crashed before it was recorded",
+                                    pending=row)
     return out
 
 
-def _orphan_bases(registry: Registry) -> list[Leftover]:
-    root = registry.root / "bases"
+def _recorded_paths(registry: Registry) -> set[str]:
+    rows = registry.query("SELECT path FROM adapters UNION SELECT path FROM bases WHERE path IS NOT NULL")
+    return {row["path"] for row in rows}
+
+
+def _unrecorded(registry: Registry, kind: str, pending: dict[str, Leftover]) -> list[Leftover]:
+    """Directories under adapters/ (or bases/) that no row names and no crashed publish explains.
+
+    They are kept: the database may have lost their rows (an older backup restored), and only
+    what this database announced is known to be garbage. An adapter name directory whose
+    versions are all leftovers goes with them.
+    """
+    root = registry.root / kind
     if not root.is_dir():
         return []
-    known = {row["path"] for row in registry.query("SELECT path FROM bases WHERE path IS NOT NULL")}
-    return [Leftover(p, "base directory with no registry row")
-            for p in sorted(root.iterdir()) if registry.store.relative(p) not in known]
+    recorded = _recorded_paths(registry)
+    live = {row["path"] for row in registry.query("SELECT path FROM pending_artifacts")}
+    out = []
+    for path in sorted(root.iterdir()):
+        entries = sorted(path.iterdir()) if kind == "adapters" and path.is_dir() else [path]
+        rels = [registry.store.relative(p) for p in entries]
+        out += [Leftover(p, "not recorded in this registry: kept (adaptr import DIR registers it; "
+                            "delete it yourself if it is garbage)", keep=True)
+                for p, rel in zip(entries, rels) if rel not in recorded and rel not in live]
+        if kind == "adapters" and all(rel in pending for rel in rels):
+            out.append(Leftover(path, "adapter name directory left empty"))
+    return out
 
 
 def _orphan_checkpoints(registry: Registry) -> list[Leftover]:
@@ -98,24 +124,37 @@ def _orphan_checkpoints(registry: Registry) -> list[Leftover]:
 
 
 def collect_garbage(registry: Registry, *, dry_run: bool = False) -> list[Leftover]:
-    """Remove leftovers; return what was (or, with ``dry_run``, would be) removed.
+    """Remove leftovers; return what was (or, with ``dry_run``, would be) removed or kept.
 
-    The scan and the renames into trash run inside one write transaction, so no publish can
-    place a directory and record its row in between.
+    Nothing is removed unless SQLite's own check passes. The scan and the renames into trash run
+    inside one write transaction, so no publish can place a directory and record its row in
+    between.
     """
     from .jobs import refresh
 
+    check_database(registry)
     refresh(registry)  # a run whose process died is over: its partial checkpoints can go
     with registry.write():
         leftovers = find_leftovers(registry)
         if dry_run:
             return leftovers
         doomed = [registry._move_to_trash(item.path) for item in leftovers
-                  if item.path.parent != registry.store.tmp]
+                  if not item.keep and item.path.parent != registry.store.tmp]
+        for item in leftovers:
+            if item.pending:
+                registry._release(item.path)
     for path in [item.path for item in leftovers if item.path.parent == registry.store.tmp] + doomed:
         if path is not None:
             _remove(path)
     return leftovers
+
+
+def check_database(registry: Registry) -> None:
+    """Raise unless SQLite's ``quick_check`` finds the database sound."""
+    rows = [row[0] for row in registry.conn.execute("PRAGMA quick_check")]
+    if rows != ["ok"]:
+        raise IntegrityError(f"{registry.db_path} fails SQLite's integrity check ({rows[0]})",
+                             "restore adaptr.db from a backup; nothing was removed")
 
 
 def _remove(path: Path) -> None:

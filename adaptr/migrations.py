@@ -162,3 +162,43 @@ def m001_initial(db):
             PRIMARY KEY (run_id, name, step)
         );
         """)
+
+
+@migration
+def m002_identity_and_integrity(db):
+    """The file says it is adaptr's; publishes announce themselves; per-file base records; run inputs.
+
+    ``application_id`` (the header field SQLite reserves for this) and the migrations table
+    together identify a registry (see dbfile.py).
+    """
+    from .dbfile import APPLICATION_ID
+
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    _run_script(db, """
+        -- an artifact directory about to be placed, recorded (and committed) before it is: a
+        -- directory under adapters/ or bases/ with no row is removed by `adaptr gc` only when
+        -- it is listed here, that is, only when this database knows it for a crash leftover
+        CREATE TABLE pending_artifacts (
+            path TEXT PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        -- every file of a base with local weights, as it was when registered: a file is
+        -- re-hashed in full only when its size or mtime changed (and always by `adaptr doctor`)
+        CREATE TABLE base_files (
+            base_id INTEGER NOT NULL REFERENCES bases(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            PRIMARY KEY (base_id, path)
+        );
+        -- the versions and bases a run reads: none of them can be removed while it is active
+        CREATE TABLE run_inputs (
+            run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+            PRIMARY KEY (run_id, node_id)
+        );
+        CREATE INDEX run_inputs_node ON run_inputs(node_id)
+        """)

@@ -14,11 +14,13 @@ import datetime as dt
 import json
 import os
 import secrets
+import socket
 import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+from . import dbfile
 from . import migrations as migrations_mod
 from . import store as store_mod
 from .errors import ConflictError, NotFoundError, UsageError
@@ -31,7 +33,6 @@ DB_NAME = "adaptr.db"
 DEFAULT_DIR = "registry"
 RELATIONS = ("continued", "merged", "stacked")
 BASE_RELATION = "base"  # pseudo-relation of an adapter to its base, in lineage walks only
-BUSY_TIMEOUT_MS = 30_000
 _CRASH_ENV = "ADAPTR_TEST_CRASH_AT"
 _HANG_ENV = "ADAPTR_TEST_HANG_AT"
 
@@ -62,20 +63,13 @@ def _json(text: str | None) -> Any:
 class Registry:
     """A registry rooted at the directory that holds ``adaptr.db``."""
 
-    def __init__(self, db_path: Path | str):
+    def __init__(self, db_path: Path | str, *, _create: bool = False):
+        """Open the registry at ``db_path``; only :meth:`init` creates one (``_create``)."""
         self.db_path = Path(db_path).resolve()
         self.root = self.db_path.parent
-        self.store = store_mod.ArtifactStore(self.root)
-        conn = sqlite3.connect(str(self.db_path), timeout=BUSY_TIMEOUT_MS / 1000)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        try:
-            journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        except sqlite3.DatabaseError as exc:  # "file is not a database"
-            conn.close()
-            raise UsageError(f"{self.db_path} is not an adaptr registry ({exc})",
-                             "point --registry at a directory made by `adaptr init`") from None
+        conn = dbfile.create(self.db_path) if _create else dbfile.open_existing(self.db_path)
         # Switching to WAL takes an exclusive lock; skip it when the file is already in WAL mode.
-        if journal_mode.lower() != "wal":
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -84,6 +78,7 @@ class Registry:
         if migrations_mod.pending_names(conn):
             with self.write():
                 migrations_mod.migrations.apply(self.db)
+        self.store = store_mod.ArtifactStore(self.root)
 
     @property
     def db(self) -> Database:
@@ -102,13 +97,22 @@ class Registry:
 
     @classmethod
     def init(cls, directory: Path | str = DEFAULT_DIR) -> "Registry":
+        """Create a registry in ``directory``, or open the one already there."""
         directory = Path(directory)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the registry directory {directory} ({exc.strerror})",
                              "choose a directory you can write to") from None
-        return cls(directory / DB_NAME)
+        db_path = directory / DB_NAME
+        if db_path.exists():
+            return cls(db_path)
+        stored = [p for p in (directory / "adapters", directory / "bases") if p.is_dir() and any(p.iterdir())]
+        if stored:
+            raise ConflictError(f"{directory} holds {stored[0].name}/ but no {DB_NAME}: the registry's "
+                                "database is missing", "restore adaptr.db from a backup, or create the "
+                                "new registry in another directory")
+        return cls(db_path, _create=True)
 
     @classmethod
     def discover(cls, explicit: str | os.PathLike | None = None, cwd: Path | None = None) -> "Registry":
@@ -157,7 +161,12 @@ class Registry:
         if conn.in_transaction:
             yield self.db
             return
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise dbfile.locked_error(self.db_path) from None
         try:
             yield self.db
         except BaseException:
@@ -178,8 +187,10 @@ class Registry:
 
     def add_base(self, name: str, *, source: str, source_kind: str, path: Path | None = None,
                  revision: str | None = None, owned: bool = False, info: dict | None = None,
-                 record: dict | None = None, parents: list[tuple[dict, str, dict]] = ()) -> dict:
-        """Record a base model. ``info`` holds hashes, parameter count, dtype, architecture."""
+                 record: dict | None = None, parents: list[tuple[dict, str, dict]] = (),
+                 files: list[dict] = ()) -> dict:
+        """Record a base model. ``info`` holds hashes, parameter count, dtype, architecture;
+        ``files`` what :func:`adaptr.integrity.base_files` recorded of its directory."""
         check_name(name, "base name")
         info = info or {}
         with self.write():
@@ -197,7 +208,27 @@ class Registry:
                 "record": json.dumps(record or {}), "created_at": now(),
             })
             self._add_edges(node, parents)
+            if files:
+                self.db["base_files"].insert_all([{"base_id": node, **f} for f in files])
         return self.base(name)
+
+    def refresh_base_files(self, base_id: int, directory: Path, paths: list[str]) -> None:
+        """Record the new mtimes of base files that were re-hashed and found unchanged."""
+        if process_rank() != 0:
+            return
+        with self.write():
+            for rel in paths:
+                self.conn.execute("UPDATE base_files SET mtime_ns = ? WHERE base_id = ? AND path = ?",
+                                  [os.stat(Path(directory) / rel).st_mtime_ns, base_id, rel])
+
+    def verified(self, node: dict, *, deep: bool = False) -> dict:
+        """``node`` (an adapter or base dict) once its files verify; raises IntegrityError.
+
+        Every command and stage passes what it reads for use through here (docs/registry.md).
+        """
+        from .integrity import verified
+
+        return verified(self, node, deep=deep)
 
     def base(self, name: str) -> dict:
         rows = self.query("SELECT * FROM bases WHERE name = ?", [name])
@@ -237,22 +268,16 @@ class Registry:
             self._check_relation(relation)
         digest = store_mod.seal(Path(staged))
         with self.write():
-            version = self._next_version(name)
-            final = self.root / "adapters" / name / f"v{version}"
-            with self._placed(Path(staged), final):
-                node = self._node("adapter")
-                self.db["adapters"].insert({
-                    "id": node, "name": name, "version": version, "base_id": base_row["id"],
-                    "stage": stage, "status": "ready", "path": self.store.relative(final),
-                    "sha256": digest, "run_id": run_id, "config": json.dumps(config or {}),
-                    "record": json.dumps(record or {}), "metrics": json.dumps(metrics or {}),
-                    "created_at": now(),
-                })
-                self._add_edges(node, parents)
-                if run_id:
-                    self.conn.execute(
-                        "UPDATE runs SET output_kind = 'adapter', output_id = ? WHERE id = ?",
-                        [node, run_id])
+            version, final = self._free_version(name)
+            self._announce(final)
+        try:
+            with self.write(), self._placed(Path(staged), final):
+                node = self._record_adapter(name, version, base_row, final, digest, stage=stage,
+                                            parents=parents, config=config, record=record,
+                                            metrics=metrics, run_id=run_id)
+        except BaseException:
+            self._withdraw(final)
+            raise
         return self.adapter_by_id(node)
 
     def _next_version(self, name: str) -> int:
@@ -271,18 +296,80 @@ class Registry:
             "ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version", [name, version])
         return version
 
+    def _record_adapter(self, name, version, base_row, final, digest, *, stage, parents, config,
+                        record, metrics, run_id) -> int:
+        node = self._node("adapter")
+        self.db["adapters"].insert({
+            "id": node, "name": name, "version": version, "base_id": base_row["id"],
+            "stage": stage, "status": "ready", "path": self.store.relative(final),
+            "sha256": digest, "run_id": run_id, "config": json.dumps(config or {}),
+            "record": json.dumps(record or {}), "metrics": json.dumps(metrics or {}),
+            "created_at": now(),
+        })
+        self._add_edges(node, parents)
+        if run_id:
+            self.conn.execute("UPDATE runs SET output_kind = 'adapter', output_id = ? WHERE id = ?",
+                              [node, run_id])
+        return node
+
+    def _withdraw(self, final: Path) -> None:
+        """Undo :meth:`_announce` after a publish failed cleanly (a crash leaves it for gc)."""
+        if self.conn.in_transaction:  # joined an outer transaction, whose rollback undoes both
+            return
+        with self.write():
+            self._release(final)
+
+    def _release(self, final: Path) -> None:
+        """Forget the announcement of ``final``, which was never recorded (in a write).
+
+        An adapter's version number goes back too, if nothing took a later one meanwhile: it
+        was never recorded or pushed, so a failed or crashed publish leaves no gap.
+        """
+        rel = self.store.relative(final)
+        self.conn.execute("DELETE FROM pending_artifacts WHERE path = ?", [rel])
+        parts = Path(rel).parts
+        if len(parts) == 3 and parts[0] == "adapters" and parts[2][1:].isdigit():
+            version = int(parts[2][1:])
+            self.conn.execute("UPDATE adapter_names SET last_version = ? WHERE name = ? AND last_version = ?",
+                              [version - 1, parts[1], version])
+
+    def _free_version(self, name: str) -> tuple[int, Path]:
+        """The next version number of ``name`` whose directory does not exist (in a write).
+
+        A directory the database does not know is never overwritten: it may be a version whose
+        row was lost (an older adaptr.db restored from a backup); the number after it is used.
+        """
+        while True:
+            version = self._next_version(name)
+            final = self.root / "adapters" / name / f"v{version}"
+            if not final.exists():
+                return version, final
+
+    def _announce(self, final: Path) -> None:
+        """Record, in its own committed transaction, that ``final`` is about to be placed.
+
+        A crash between placing the directory and committing its row then leaves a row here, and
+        `adaptr gc` knows the directory for a leftover of this database; a directory under
+        adapters/ or bases/ that no row (and no announcement) names is never removed.
+        """
+        self.conn.execute("INSERT OR REPLACE INTO pending_artifacts (path, pid, host, created_at) "
+                          "VALUES (?, ?, ?, ?)",
+                          [self.store.relative(final), os.getpid(), socket.gethostname(), now()])
+
     @contextlib.contextmanager
     def _placed(self, staged: Path, final: Path) -> Iterator[Path]:
         """Move ``staged`` to ``final`` for the rows recorded in the block; undo it if they fail.
 
-        Must run inside :meth:`write`: the rows and the directory then appear together.
+        Must run inside :meth:`write`, after :meth:`_announce` committed: the rows and the
+        directory then appear together, and the announcement goes in the same transaction.
         """
-        if final.exists():  # left by a crash between placing files and recording the row
-            store_mod.shutil.rmtree(final)
+        if final.exists():
+            raise ConflictError(f"{final} appeared while publishing", "run `adaptr gc`, then try again")
         self.store.place(staged, final)
         crash_point("after-place")
         try:
             yield final
+            self.conn.execute("DELETE FROM pending_artifacts WHERE path = ?", [self.store.relative(final)])
         except BaseException:
             doomed = self._move_to_trash(final)
             if doomed:
@@ -295,13 +382,33 @@ class Registry:
         check_name(name, "base name")
         info = dict(info or {})
         info["sha256"] = store_mod.seal(Path(staged))
+        files = [{"path": rel, "size": entry["size"], "sha256": entry["sha256"],
+                  "mtime_ns": (Path(staged) / rel).stat().st_mtime_ns}
+                 for rel, entry in store_mod.read_manifest(Path(staged))["files"].items()]
         final = self.root / "bases" / name
         with self.write():
-            if self.conn.execute("SELECT 1 FROM bases WHERE name = ?", [name]).fetchone():
-                raise ConflictError(f"base {name!r} already exists", "choose another --name")
-            with self._placed(Path(staged), final):
-                return self.add_base(name, source=source, source_kind="derived", path=final,
-                                     owned=True, info=info, record=record, parents=parents)
+            self.check_base_name_free(name)
+            self._announce(final)
+        try:
+            with self.write(), self._placed(Path(staged), final):
+                self.add_base(name, source=source, source_kind="derived", path=final, owned=True,
+                              info=info, record=record, parents=parents, files=files)
+        except BaseException:
+            self._withdraw(final)
+            raise
+        return self.base(name)
+
+    def check_base_name_free(self, name: str) -> None:
+        """Raise unless a derived base ``name`` can be made: no such base, and no stray directory."""
+        check_name(name, "base name")
+        if self.has_base(name):
+            raise ConflictError(f"base {name!r} already exists", "choose another --name")
+        if (self.root / "bases" / name).exists():
+            raise ConflictError(f"{self.root / 'bases' / name} exists but no base {name!r} is recorded",
+                                "choose another --name (`adaptr gc` lists the directories it keeps)")
+
+    def has_base(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM bases WHERE name = ?", [name]).fetchone() is not None
 
     def _check_relation(self, relation: str) -> None:
         if relation not in RELATIONS:
@@ -434,6 +541,18 @@ class Registry:
                 raise  # resolve's error lists the versions that name does have
             raise NotFoundError(f"no adapter ref or base named {ref_or_base!r}",
                                 "list versions with `adaptr ls` and bases with `adaptr base ls`") from None
+
+    def stacked_beneath(self, adapter: dict) -> list[dict]:
+        """Adapters that must be active beneath ``adapter`` (its stacked ancestry), deepest first."""
+        chain: list[dict] = []
+        for parent in adapter.get("parents", []):
+            if parent["relation"] != "stacked" or parent["kind"] != "adapter":
+                continue
+            node = self.resolve(parent["ref"])
+            for below in self.stacked_beneath(node) + [node]:
+                if below["id"] not in {c["id"] for c in chain}:
+                    chain.append(below)
+        return chain
 
     def children(self, node_id: int) -> list[dict]:
         return self.query("SELECT child, relation FROM edges WHERE parent = ?", [node_id])

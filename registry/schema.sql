@@ -129,3 +129,27 @@ CREATE TABLE metrics (
     value REAL,
     PRIMARY KEY (run_id, name, step)
 );
+
+CREATE TABLE pending_artifacts (
+    path TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE base_files (
+    base_id INTEGER NOT NULL REFERENCES bases(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (base_id, path)
+);
+
+CREATE TABLE run_inputs (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    PRIMARY KEY (run_id, node_id)
+);
+
+CREATE INDEX run_inputs_node ON run_inputs(node_id);

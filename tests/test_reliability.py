@@ -12,7 +12,7 @@ from lora_dirs import make_lora_dir
 
 import pytest
 
-from adaptr import Registry
+from adaptr import Registry, migrations
 from adaptr.maintenance import collect_garbage
 
 # Every process waits at a barrier so that all of them really run at once (process start-up
@@ -119,13 +119,13 @@ def test_concurrent_first_open(tmp_path):
     """Several processes opening a brand-new registry at once all see one migrated schema."""
     root = tmp_path / "fresh"
     root.mkdir()
-    script = "import sys; from adaptr import Registry; Registry(sys.argv[1]).close()"
-    procs = [_spawn(script, root / "adaptr.db") for _ in range(4)]
+    script = "import sys; from adaptr import Registry; Registry.init(sys.argv[1]).close()"
+    procs = [_spawn(script, root) for _ in range(4)]
     for proc in procs:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
     reg = Registry(root / "adaptr.db")
-    assert len(reg.query("SELECT name FROM _sqlite_migrations")) == 1
+    assert len(reg.query("SELECT name FROM _sqlite_migrations")) == len(migrations.names())
     reg.close()
 
 
@@ -182,14 +182,16 @@ def test_gc_spares_live_work(registry):
     checkpoint = registry.root / "runs" / run["id"] / "checkpoints" / "step-00000005"
     checkpoint.mkdir(parents=True)
     (registry.root / "bases" / "stray").mkdir(parents=True)
+    stray = registry.root / "bases" / "stray"
     with registry.store.staging("live") as staged:  # this process is alive
-        removed = {p.path for p in collect_garbage(registry)}
+        found = collect_garbage(registry)
         assert staged.exists() and checkpoint.exists()
-    assert removed == {registry.root / "bases" / "stray"}
+    # A directory no row names and no crashed publish explains is listed, never removed.
+    assert [(p.path, p.keep) for p in found] == [(stray, True)] and stray.exists()
     registry.update_run(run["id"], status="failed")
-    assert {p.path for p in collect_garbage(registry)} == {checkpoint}
-    assert not checkpoint.exists()
-    assert collect_garbage(registry) == []
+    assert [(p.path, p.keep) for p in collect_garbage(registry)] == [(stray, True), (checkpoint, False)]
+    assert not checkpoint.exists() and stray.exists()
+    assert [p.path for p in collect_garbage(registry)] == [stray]
 
 
 def test_gc_keeps_recorded_checkpoints(registry):

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ..errors import IntegrityError, NotFoundError
+from ..errors import IntegrityError, NotFoundError, UsageError
 from .common import State, console, echo_err, echo_json, pass_state
 
 LIBRARIES = ("adaptr", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes",
@@ -122,20 +122,37 @@ def _print_report(report: dict) -> None:
     console().print(fields_table(rows))
 
 
+GC_CONFIRM_ABOVE = 5  # removing more than this many items needs --yes
+
+
 @click.command("gc")
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
+@click.option("--yes", is_flag=True, help=f"Remove even when there are more than {GC_CONFIRM_ABOVE} items.")
 @pass_state
-def gc_cmd(state: State, dry_run):
-    """Remove leftovers: dead staging dirs, and adapter, base or checkpoint dirs with no row."""
+def gc_cmd(state: State, dry_run, yes):
+    """Remove leftovers: dead staging dirs, crashed publishes, unsealed checkpoints of ended runs.
+
+    A directory under adapters/ or bases/ that the registry has no record of is listed and kept.
+    """
     from ..maintenance import collect_garbage
 
     registry = state.registry
-    leftovers = collect_garbage(registry, dry_run=dry_run)
-    verb = "would remove" if dry_run else "removed"
-    for item in leftovers:
-        click.echo(f"{verb} {registry.store.relative(item.path)}  ({item.reason})")
-    if not leftovers:
+    found = collect_garbage(registry, dry_run=True)
+    doomed = [item for item in found if not item.keep]
+    if not dry_run and len(doomed) > GC_CONFIRM_ABOVE and not yes:
+        _list_leftovers(registry, found, "would remove")
+        raise UsageError(f"gc would remove {len(doomed)} items (listed above)",
+                         "check the list, then run `adaptr gc --yes`")
+    if not dry_run:
+        found = collect_garbage(registry)
+    _list_leftovers(registry, found, "would remove" if dry_run else "removed")
+    if not found:
         echo_err("nothing to remove")
+
+
+def _list_leftovers(registry, leftovers, verb: str) -> None:
+    for item in leftovers:
+        click.echo(f"{'kept' if item.keep else verb} {registry.store.relative(item.path)}  ({item.reason})")
 
 
 def register(cli: click.Group) -> None:
