@@ -20,8 +20,11 @@ __all__ = [
 
 
 def load(ref: str, *, registry: Registry | str | None = None, **kwargs):
-    """Return a ready model for any adapter ref, resolving its chain (needs torch)."""
+    """Return a ready model for any adapter ref or base name, its chain resolved and every
+    artifact verified first (needs torch)."""
     from .hf.loading import load_ref
 
     reg = registry if isinstance(registry, Registry) else Registry.discover(registry)
+    for needed in reg.needs(reg.node(ref)):
+        reg.verified(needed)
     return load_ref(reg, ref, **kwargs)

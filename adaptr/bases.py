@@ -34,7 +34,7 @@ def describe_model_dir(path: Path) -> dict:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError:
         raise UsageError(f"{config_file} is not valid JSON", "fix or re-download the model") from None
-    tensors = model_tensors(path)
+    tensors = model_tensors(path, whole=True)
     if not tensors:
         raise UsageError(f"{path} has no .safetensors weights",
                          "adaptr loads safetensors only; convert pickled weights with transformers first")

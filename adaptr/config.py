@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -44,11 +45,34 @@ def default_of(field: dataclasses.Field) -> Any:
 
 
 def coerce(config_class: type, key: str, value: Any) -> Any:
-    """Turn a string from ``--set`` or the command line into the field's type."""
+    """The value of ``key`` in the field's type: parsed from a string (``--set``, the command
+    line), or checked as given (YAML, the TUI); then range-checked. Raises UsageError."""
     field = _field(config_class, key)
     tp = field_type(config_class, field)
-    if value is None or not isinstance(value, str):
-        return value
+    if value is None:
+        if default_of(field) is not None:
+            raise UsageError(f"{key} cannot be empty", f"give a value, or drop {key} to keep its default")
+        return None
+    value = _parse(key, tp, field, value) if isinstance(value, str) else _typed(key, tp, value)
+    check_value(field, key, value)
+    return value
+
+
+def _is_list(tp) -> bool:
+    return typing.get_origin(tp) is list or tp is list
+
+
+def _item_type(tp):
+    return (typing.get_args(tp) or (str,))[0]
+
+
+def _type_name(tp) -> str:
+    if _is_list(tp):
+        return "list of " + {float: "numbers", int: "whole numbers"}.get(_item_type(tp), "names")
+    return {bool: "true/false value", int: "whole number", float: "number", str: "text"}.get(tp, str(tp))
+
+
+def _parse(key: str, tp, field: dataclasses.Field, value: str) -> Any:
     try:
         if tp is bool:
             lowered = value.strip().lower()
@@ -57,15 +81,63 @@ def coerce(config_class: type, key: str, value: Any) -> Any:
             return lowered in ("1", "true", "yes", "on")
         if tp in (int, float):
             return tp(value)
-        if typing.get_origin(tp) is list or tp is list:
+        if _is_list(tp):
             text = value.strip()
-            return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+            if text.startswith("["):
+                return _typed(key, tp, json.loads(text))
+            item = _item_type(tp)
+            return _typed(key, tp, [item(v.strip()) if item in (int, float) else v.strip()
+                                    for v in text.split(",") if v.strip()])
         if value.lower() == "none" and default_of(field) is None:
             return None
         return value
     except (ValueError, json.JSONDecodeError):
-        raise UsageError(f"{key}={value!r} is not a valid {getattr(tp, '__name__', tp)}",
+        raise UsageError(f"{key}={value!r} is not a valid {_type_name(tp)}",
                          f"see `--help` for what {key} takes") from None
+
+
+def _typed(key: str, tp, value: Any) -> Any:
+    """A non-string value (from YAML or the TUI) checked against the field's type."""
+    if _is_list(tp):
+        if not isinstance(value, list):
+            raise UsageError(f"{key}={value!r} is not a valid {_type_name(tp)}",
+                             f"see `--help` for what {key} takes")
+        return [_typed(key, _item_type(tp), item) for item in value]
+    ok = _CHECKS.get(tp)
+    if ok is not None and not ok(value):
+        raise UsageError(f"{key}={value!r} is not a valid {_type_name(tp)}",
+                         f"see `--help` for what {key} takes")
+    return int(value) if tp is int else float(value) if tp is float else value
+
+
+_CHECKS = {
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
+def check_value(field: dataclasses.Field, key: str, value: Any) -> None:
+    """Refuse a value outside the field's declared range (``metadata``: ``min``, ``max``,
+    ``above``, ``below``, ``also`` for allowed exceptions, ``choices``); floats must be finite."""
+    meta = field.metadata
+    if value is None or value in meta.get("also", ()):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{key}={value} is not a finite number", f"give {key} a real value")
+    if "choices" in meta and value not in meta["choices"]:
+        raise UsageError(f"{key}={value!r} is not one of {', '.join(map(str, meta['choices']))}",
+                         f"see `--help` for what {key} takes")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    bounds = [(meta.get("min"), lambda v, b: v >= b, ">="), (meta.get("max"), lambda v, b: v <= b, "<="),
+              (meta.get("above"), lambda v, b: v > b, ">"), (meta.get("below"), lambda v, b: v < b, "<")]
+    for bound, holds, sign in bounds:
+        if bound is not None and not holds(value, bound):
+            also = " (or " + ", ".join(map(str, meta["also"])) + ")" if meta.get("also") else ""
+            raise UsageError(f"{key}={value} is out of range: it must be {sign} {bound}{also}",
+                             f"see `--help` for what {key} takes")
 
 
 def _field(config_class: type, key: str) -> dataclasses.Field:
@@ -82,16 +154,32 @@ def load_yaml(path: str | Path) -> dict:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"config file {path} not found", "check the path given to --config") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path} ({exc.strerror})", "check the path and its permissions") from None
+    try:
+        data = yaml.safe_load(decode_utf8(raw, path)) or {}
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {path} is not valid YAML ({exc})".replace("\n", " "),
                          "fix the file's syntax") from None
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of keys to values",
                          "write it as `key: value` lines")
+    if not all(isinstance(key, str) for key in data):
+        raise UsageError(f"config file {path}: every key must be a name", "write it as `key: value` lines")
     return data
+
+
+def decode_utf8(raw: bytes, path: Path, line: int | None = None) -> str:
+    """``raw`` as text, or a UsageError naming the line (counted in ``raw`` unless given)."""
+    try:
+        return raw.decode("utf-8-sig" if line in (None, 1) else "utf-8")
+    except UnicodeDecodeError as exc:
+        where = line if line is not None else raw[:exc.start].count(b"\n") + 1
+        raise UsageError(f"{path}: line {where} is not valid UTF-8 (byte {raw[exc.start:exc.start + 1]!r})",
+                         "save the file as UTF-8") from None
 
 
 def parse_sets(pairs: list[str]) -> dict:

@@ -146,10 +146,9 @@ def _http_error(exc, repo_id: str) -> AdaptrError:
 # -- what is pushed ---------------------------------------------------------------------------
 
 
-def pushable_files(adapter: dict) -> dict[str, dict]:
+def pushable_files(registry: Registry, adapter: dict) -> dict[str, dict]:
     """The version's files that go to the Hub, with their sha256 and size, after verifying them."""
-    path = Path(adapter["path"])
-    store_mod.verify(path, adapter["sha256"])
+    path = Path(registry.verified(adapter)["path"])
     files = store_mod.read_manifest(path)["files"]
     return {name: dict(entry) for name, entry in sorted(files.items())
             if name not in NOT_PUSHED and not is_pickle(name)}
@@ -289,7 +288,7 @@ def push_version(registry: Registry, adapter: dict, repo_id: str, *, private: bo
     """One version -> one commit on ``main`` with ``parent_commit`` set, tagged ``vN``."""
     from huggingface_hub import CommitOperationAdd
 
-    files = pushable_files(adapter)
+    files = pushable_files(registry, adapter)
     meta = version_record(registry, adapter, files)
     tag = f"v{adapter['version']}"
     api = _api()

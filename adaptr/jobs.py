@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import IO
 
-from . import config as config_mod
 from . import plugins, stages
 from .errors import AdaptrError, ConflictError, MachineError, UsageError
 from .registry import Registry, now
@@ -49,10 +48,8 @@ def submit(registry: Registry, request: StageRequest, *, executor: str = "local"
     gpus = parse_gpus(gpus)
     if chosen.check:
         chosen.check(options)
-    request = _with_absolute_paths(request)
-    run = registry.create_run(stage=request.stage, request=request.to_dict(),
-                              config=config_mod.to_dict(ctx.config), executor=executor, gpus=gpus,
-                              status="queued")
+    ctx.request = _with_absolute_paths(request)
+    run = stages.record_run(ctx, executor=executor, gpus=gpus, status="queued")
     return _launch(registry, run, chosen.argv(run, options), executor, options)
 
 

@@ -174,39 +174,47 @@ class Problem:
 
 
 def check_health(registry: Registry, *, hashes: bool = True) -> tuple[int, list[Problem]]:
-    """Verify every adapter and owned base against its manifest, and every local base's config.
+    """Verify the database, every adapter version, every base (re-hashing every file) and
+    every recorded checkpoint, each through the verify path commands use.
 
     Returns the number of artifacts checked and the problems found. ``hashes=False`` compares
     file presence and sizes only (nothing is read).
     """
     problems: list[Problem] = []
-    checked = 0
-    for row in registry.query("SELECT name, version, path, sha256 FROM adapters ORDER BY name, version"):
-        checked += 1
-        ref = f"{row['name']}-v{row['version']}"
-        _verify(problems, ref, registry.store.absolute(row["path"]), row["sha256"], hashes)
-    for base in registry.bases():
-        checked += 1
-        if base["owned"]:
-            _verify(problems, base["name"], Path(base["path"]), base["sha256"], hashes)
-        elif base["path"]:
-            problems += _check_local_base(base)
-    return checked, problems
-
-
-def _verify(problems: list[Problem], ref: str, path: Path, sha256: str | None, hashes: bool) -> None:
     try:
-        if not path.is_dir():
-            raise AdaptrError(f"{path} is missing")
-        store.verify(path, sha256, hashes=hashes)
+        check_database(registry)
+    except AdaptrError as exc:
+        problems.append(Problem("adaptr.db", exc.message))
+    adapters, bases = registry.adapters(), registry.bases()
+    checkpoints = registry.query("SELECT run_id, step, path, sha256 FROM checkpoints ORDER BY run_id, step")
+    for adapter in adapters:
+        _check(problems, adapter["ref"], lambda a=adapter: registry.verified(a) if hashes
+               else store.verify(Path(a["path"]), a["sha256"], hashes=False))
+    for base in bases:
+        _check(problems, base["name"], lambda b=base: _check_base(registry, b, hashes))
+    for row in checkpoints:
+        path = registry.store.absolute(row["path"])
+        _check(problems, f"run {row['run_id']} checkpoint {row['step']}",
+               lambda p=path, r=row: store.verify(p, r["sha256"], hashes=hashes))
+    return len(adapters) + len(bases) + len(checkpoints), problems
+
+
+def _check(problems: list[Problem], ref: str, verify) -> None:
+    try:
+        verify()
+    except FileNotFoundError as exc:
+        problems.append(Problem(ref, f"{exc.filename} is missing"))
     except AdaptrError as exc:
         problems.append(Problem(ref, exc.message))
 
 
-def _check_local_base(base: dict) -> list[Problem]:
-    config = Path(base["path"]) / "config.json"
-    if not config.is_file():
-        return [Problem(base["name"], f"{config} is missing")]
-    if base["config_sha256"] and store.sha256_file(config) != base["config_sha256"]:
-        return [Problem(base["name"], f"{config} changed since the base was added")]
-    return []
+def _check_base(registry: Registry, base: dict, hashes: bool) -> None:
+    recorded = registry.query("SELECT 1 FROM base_files WHERE base_id = ? LIMIT 1", [base["id"]])
+    if base["owned"]:  # a derived base: its manifest lists every file, strays included
+        store.verify(Path(base["path"]), base["sha256"], hashes=hashes)
+    elif recorded:
+        registry.verified(base, deep=hashes)
+    elif base["path"]:  # a local base registered before per-file records: its config
+        config = Path(base["path"]) / "config.json"
+        if base["config_sha256"] and store.sha256_file(config) != base["config_sha256"]:
+            raise AdaptrError(f"{config} changed since the base was added")

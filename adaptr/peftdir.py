@@ -57,7 +57,7 @@ def read_adapter_dir(path: Path | str) -> AdapterDir:
                 f"convert with PeftModel.from_pretrained(base, dir).save_pretrained(out, "
                 f"safe_serialization=True), then import out")
         raise UsageError(f"{path} has no {WEIGHTS_FILE}", f"is this a PEFT adapter? {_RESAVE}")
-    tensors = read_header(weights)
+    tensors = read_header(weights, whole=True)
     if not any(_LORA_KEY.match(k) or _LORA_EMBEDDING.match(k) for k in tensors):
         raise UsageError(f"{weights} holds no LoRA tensors (lora_A / lora_B)",
                          "import a LoRA adapter saved by PEFT")
@@ -86,7 +86,36 @@ def _read_config(path: Path) -> dict:
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
         raise UsageError(f"{config_file} has no valid rank r (found {rank!r})",
                          "re-save the adapter with PEFT")
+    for key, (valid, what) in _CONFIG_TYPES.items():
+        if config.get(key) is not None and not valid(config[key]):
+            raise UsageError(f"{config_file}: {key} is {config[key]!r}, not {what}", "re-save the adapter with PEFT")
     return config
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _names(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# The keys of adapter_config.json that adaptr reads, and what PEFT writes there.
+_CONFIG_TYPES = {
+    "lora_alpha": (_number, "a number"),
+    "target_modules": (lambda v: isinstance(v, str) or _names(v), "a list of module names or a regex"),
+    "modules_to_save": (_names, "a list of module names"),
+    "rank_pattern": (lambda v: isinstance(v, dict) and all(isinstance(r, int) and r > 0 for r in v.values()),
+                     "a mapping of module patterns to ranks"),
+    "alpha_pattern": (lambda v: isinstance(v, dict) and all(_number(a) for a in v.values()),
+                      "a mapping of module patterns to alphas"),
+    "use_rslora": (lambda v: isinstance(v, bool), "true or false"),
+    "use_dora": (lambda v: isinstance(v, bool), "true or false"),
+    "fan_in_fan_out": (lambda v: isinstance(v, bool), "true or false"),
+    "bias": (lambda v: v in ("none", "all", "lora_only"), "none, all or lora_only"),
+    "base_model_name_or_path": (lambda v: isinstance(v, str), "a model id or path"),
+    "init_lora_weights": (lambda v: isinstance(v, (bool, str)), "true, false or an init method name"),
+}
 
 
 def _read_record(path: Path) -> dict:

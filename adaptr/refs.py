@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_VERSIONED = re.compile(r"^(?P<name>.+)-v(?P<version>[0-9]+)$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")  # \Z: "$" would let a trailing newline in
+_VERSIONED = re.compile(r"^(?P<name>.+)-v(?P<version>[0-9]+)\Z")
 
 
 def check_name(name: str, what: str = "name") -> str:

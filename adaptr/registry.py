@@ -407,6 +407,27 @@ class Registry:
             raise ConflictError(f"{self.root / 'bases' / name} exists but no base {name!r} is recorded",
                                 "choose another --name (`adaptr gc` lists the directories it keeps)")
 
+    def derived_base(self, adapter: dict, dtype: str) -> dict | None:
+        """The derived base ``adapter`` (with its stacked chain) was merged into at ``dtype``.
+
+        Found through the lineage edge the merge recorded, never by name: a base that merely
+        happens to be called ``REF-merged`` is not it.
+        """
+        row = self.conn.execute(
+            "SELECT b.name FROM edges e JOIN bases b ON b.id = e.child WHERE e.parent = ? "
+            "AND e.relation = 'merged' AND b.source_kind = 'derived' AND json_extract(e.params, '$.via') IS NULL "
+            "AND json_extract(e.params, '$.role') IS NULL AND json_extract(e.params, '$.dtype') = ? "
+            "ORDER BY b.id LIMIT 1", [adapter["id"], dtype]).fetchone()
+        return self.base(row[0]) if row else None
+
+    def free_base_name(self, stem: str) -> str:
+        """``stem``, or ``stem-2``, ``stem-3``... : the first name no base (or stray directory) has."""
+        name, n = stem, 1
+        while self.has_base(name) or (self.root / "bases" / name).exists():
+            n += 1
+            name = f"{stem}-{n}"
+        return name
+
     def has_base(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM bases WHERE name = ?", [name]).fetchone() is not None
 
@@ -542,6 +563,13 @@ class Registry:
             raise NotFoundError(f"no adapter ref or base named {ref_or_base!r}",
                                 "list versions with `adaptr ls` and bases with `adaptr base ls`") from None
 
+    def needs(self, node: dict) -> list[dict]:
+        """Everything loading ``node`` reads: an adapter's stacked chain (deepest first), the
+        adapter, and its base; a base alone."""
+        if node["kind"] == "base":
+            return [node]
+        return [*self.stacked_beneath(node), node, self.base(node["base"])]
+
     def stacked_beneath(self, adapter: dict) -> list[dict]:
         """Adapters that must be active beneath ``adapter`` (its stacked ancestry), deepest first."""
         chain: list[dict] = []
@@ -558,14 +586,15 @@ class Registry:
         return self.query("SELECT child, relation FROM edges WHERE parent = ?", [node_id])
 
     def remove_adapter(self, ref: str, *, force: bool = False) -> dict:
-        """Delete a version's row and its files together; refuse if it has children unless forced."""
+        """Delete a version's row and its files together.
+
+        Refused while a queued or running run reads it, and whenever a version is stacked on it
+        (that version loads only with it). Other children keep their weights; their lineage
+        edges are cut only with ``force``.
+        """
         with self.write():
             adapter = self.resolve(ref)  # inside the transaction: nothing can change it meanwhile
-            kids = self.children(adapter["id"])
-            if kids and not force:
-                raise ConflictError(
-                    f"{adapter['ref']} has {len(kids)} child version(s) in its lineage",
-                    "remove the children first, or pass --force to cut their lineage edges")
+            self._check_removable(adapter, force)
             self.conn.execute("DELETE FROM edges WHERE parent = ?", [adapter["id"]])
             self.conn.execute("UPDATE runs SET output_id = NULL WHERE output_id = ?", [adapter["id"]])
             self.conn.execute("DELETE FROM adapters WHERE id = ?", [adapter["id"]])
@@ -574,6 +603,27 @@ class Registry:
         if doomed:
             store_mod.shutil.rmtree(doomed, ignore_errors=True)
         return adapter
+
+    def _check_removable(self, adapter: dict, force: bool) -> None:
+        users = self.query("SELECT r.id, r.status FROM run_inputs i JOIN runs r ON r.id = i.run_id "
+                           "WHERE i.node_id = ? AND r.status IN ('queued', 'running') ORDER BY r.id",
+                           [adapter["id"]])
+        if users:
+            raise ConflictError(f"{adapter['ref']} is in use by run {users[0]['id']} ({users[0]['status']})",
+                                f"wait for the run to end, or stop it with `adaptr cancel {users[0]['id']}`")
+        kids = self.query(
+            "SELECT e.relation, a.name, a.version FROM edges e LEFT JOIN adapters a ON a.id = e.child "
+            "WHERE e.parent = ? ORDER BY a.name, a.version", [adapter["id"]])
+        stacked = [format_ref(k["name"], k["version"]) for k in kids if k["relation"] == "stacked" and k["name"]]
+        if stacked:
+            raise ConflictError(f"{', '.join(stacked)} {'is' if len(stacked) == 1 else 'are'} stacked on "
+                                f"{adapter['ref']} and load only with it",
+                                f"remove {'it' if len(stacked) == 1 else 'them'} first (`adaptr rm "
+                                f"{stacked[-1]}`), or export a merged copy with `adaptr export --merged`")
+        if kids and not force:
+            raise ConflictError(
+                f"{adapter['ref']} has {len(kids)} child version(s) in its lineage",
+                "remove the children first, or pass --force to cut their lineage edges")
 
     def _move_to_trash(self, path: Path) -> Path | None:
         """Rename ``path`` into tmp/ (atomic), so a crash never leaves a half-deleted artifact."""
@@ -690,17 +740,52 @@ class Registry:
     # -- runs, checkpoints, metrics --------------------------------------------------------
 
     def create_run(self, *, stage: str, request: dict, config: dict, executor: str = "local",
-                   gpus: str | None = None, status: str = "queued") -> dict:
+                   gpus: str | None = None, status: str = "queued", inputs: Iterable[int] = (),
+                   resumes: str | None = None) -> dict:
+        """Record a run, and the nodes it reads; with ``resumes``, claim that run.
+
+        The claim is a compare-and-set in the same transaction: it fails unless the run is
+        still resumable and no other run has claimed it, so two resumes never both go on.
+        """
         run_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
         run_dir = self.root / "runs" / run_id
-        run_dir.mkdir(parents=True)
         with self.write():
-            self.db["runs"].insert({
-                "id": run_id, "stage": stage, "status": status, "executor": executor,
-                "request": json.dumps(request), "config": json.dumps(config),
-                "run_dir": self.store.relative(run_dir), "gpus": gpus, "created_at": now(),
-            })
+            if resumes:
+                self._claim_for_resume(resumes)
+            missing = [n for n in inputs if not self.conn.execute(
+                "SELECT 1 FROM nodes WHERE id = ?", [n]).fetchone()]
+            if missing:
+                raise ConflictError("an input of this run was removed while it was being checked",
+                                    "check the versions with `adaptr ls` and start it again")
+            run_dir.mkdir(parents=True)
+            try:
+                self.db["runs"].insert({
+                    "id": run_id, "stage": stage, "status": status, "executor": executor,
+                    "request": json.dumps(request), "config": json.dumps(config),
+                    "run_dir": self.store.relative(run_dir), "gpus": gpus, "created_at": now(),
+                    "resumed_from_run": resumes,
+                })
+                self.db["run_inputs"].insert_all(
+                    [{"run_id": run_id, "node_id": n} for n in dict.fromkeys(inputs)])
+            except BaseException:
+                run_dir.rmdir()
+                raise
         return self.run(run_id)
+
+    def _claim_for_resume(self, run_id: str) -> None:
+        """Raise unless ``run_id`` ended resumable and no other run resumed it (in a write)."""
+        row = self.conn.execute("SELECT status FROM runs WHERE id = ?", [run_id]).fetchone()
+        if row is None:
+            raise NotFoundError(f"unknown run {run_id!r}", "list runs with `adaptr runs`")
+        if row[0] not in ("interrupted", "cancelled", "failed"):
+            raise ConflictError(f"run {run_id} is {row[0]}, so it cannot be resumed now",
+                                "see it with `adaptr runs`")
+        other = self.conn.execute(
+            "SELECT id, status FROM runs WHERE resumed_from_run = ? "
+            "AND status IN ('queued', 'running', 'succeeded')", [run_id]).fetchone()
+        if other:
+            raise ConflictError(f"run {run_id} was already resumed by run {other[0]} ({other[1]})",
+                                f"see it with `adaptr runs`; resume {other[0]} if it stops")
 
     def run(self, run_id: str) -> dict:
         rows = self.query("SELECT * FROM runs WHERE id = ?", [run_id])

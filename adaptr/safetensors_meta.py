@@ -13,8 +13,13 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
                 "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
-def read_header(path: Path) -> dict[str, dict]:
-    """Return ``{tensor_name: {"dtype", "shape", "data_offsets"}}`` from a .safetensors file."""
+def read_header(path: Path, *, whole: bool = False) -> dict[str, dict]:
+    """Return ``{tensor_name: {"dtype", "shape", "data_offsets"}}`` from a .safetensors file.
+
+    With ``whole``, also check what safetensors itself checks on load, from the header and the
+    file's size alone: every tensor's byte range fits its dtype and shape, the ranges tile the
+    data part exactly, and the file is as long as they say (a truncated copy fails here).
+    """
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -22,18 +27,39 @@ def read_header(path: Path) -> dict[str, dict]:
             if length > 100_000_000:
                 raise ValueError("header too large")
             header = json.loads(fh.read(length))
-    except (OSError, struct.error, ValueError) as exc:
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        header.pop("__metadata__", None)
+        if whole:
+            _check_layout(header, path.stat().st_size - 8 - length)
+    except (OSError, struct.error, ValueError, TypeError, KeyError) as exc:
         raise UsageError(f"{path} is not a readable safetensors file ({exc})",
-                         "check that the file is complete") from None
-    header.pop("__metadata__", None)
+                         "check that the file is complete: copy or download it again") from None
     return header
 
 
-def model_tensors(model_dir: Path) -> dict[str, dict]:
+def _check_layout(header: dict, data_size: int) -> None:
+    ranges = []
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        expected = math.prod(info["shape"]) * _DTYPE_BYTES[info["dtype"]]
+        if end - begin != expected:
+            raise ValueError(f"tensor {name} takes {end - begin} bytes, its shape and dtype need {expected}")
+        ranges.append((begin, end))
+    position = 0
+    for begin, end in sorted(ranges):
+        if begin != position:
+            raise ValueError(f"the tensors' byte ranges leave a gap or overlap at byte {begin}")
+        position = end
+    if position != data_size:
+        raise ValueError(f"the header describes {position} bytes of data, the file holds {data_size}")
+
+
+def model_tensors(model_dir: Path, *, whole: bool = False) -> dict[str, dict]:
     """Headers of every safetensors shard of a model directory, merged."""
     tensors: dict[str, dict] = {}
     for shard in sorted(Path(model_dir).glob("*.safetensors")):
-        tensors.update(read_header(shard))
+        tensors.update(read_header(shard, whole=whole))
     return tensors
 
 

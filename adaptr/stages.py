@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol
 from . import config as config_mod
 from . import plugins, store
 from .errors import AdaptrError, UsageError
+from .refs import check_adapter_name
 from .registry import Registry, crash_point, now, process_rank
 
 MODES = ("continue", "merge", "stack")
@@ -48,6 +49,9 @@ class Stage:
     takes_data: bool = True
     command: str = "train"
     plugin: str = ""
+    outputs: tuple[str, ...] = ("adapter",)
+    """What the stage publishes. For a stage that publishes only an ``"adapter"``, ``--name`` is
+    checked before anything else; a stage that may publish a ``"base"`` checks its own."""
 
 
 @dataclass
@@ -128,6 +132,11 @@ class StageContext:
     warnings: list[str] = field(default_factory=list)
     resume_from: dict | None = None
     """Set by the ``resume`` stage: the verified checkpoint (``path``, ``step``, ``run``) to load."""
+    resumes: str | None = None
+    """Set by a stage that continues a recorded run (``resume``): its id. Recording this run
+    claims that one, so of two resumes of one run only one ever goes on."""
+    inputs: list[dict] = field(default_factory=list)
+    """The verified versions and bases the run reads (see :meth:`use`)."""
     _stop_requested: bool = False
     _last_progress_write: float = 0.0
     _data_digests: dict | None = None
@@ -143,6 +152,18 @@ class StageContext:
     @property
     def base_path(self) -> Path | None:
         return Path(self.base["path"]) if self.base.get("path") else None
+
+    def use(self, node: dict) -> dict:
+        """Verify ``node`` (an adapter or base dict) against its manifest and note it as an input.
+
+        Every artifact a stage reads must come through here (or be among what ``prepare``
+        passed through it: the parent, its stacked chain and the base). An input cannot be
+        removed while the run is queued or running.
+        """
+        if all(n["id"] != node["id"] for n in self.inputs):
+            self.registry.verified(node)
+            self.inputs.append(node)
+        return node
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
@@ -265,14 +286,16 @@ def _resume_record(resume_from: dict) -> dict:
 
 def prepare(registry: Registry, request: StageRequest, reporter: Reporter | None = None,
             run: dict | None = None) -> StageContext:
-    """Resolve inputs and config and run the stage's checks; writes nothing.
+    """Resolve inputs and config, verify what will be read, and run the stage's checks.
 
-    ``run`` is the recorded run about to execute, when there is one already (a detached run's
-    worker, every rank of a multi-process run); the checks see it as ``ctx.run``.
+    Writes nothing. ``run`` is the recorded run about to execute, when there is one already (a
+    detached run's worker, every rank of a multi-process run); the checks see it as ``ctx.run``.
     """
     stage = plugins.get_stage(request.stage)
     if request.mode not in MODES:
         raise UsageError(f"unknown --mode {request.mode!r}", f"use one of {', '.join(MODES)}")
+    if request.name is not None and stage.outputs == ("adapter",):
+        check_adapter_name(request.name)
     parent = registry.resolve(request.parent) if request.parent else None
     base = _resolve_base(registry, stage, request, parent)
     if stage.takes_data and not request.data:
@@ -281,9 +304,21 @@ def prepare(registry: Registry, request: StageRequest, reporter: Reporter | None
     cfg = config_mod.build(stage.config_class, inherited, request.config)
     ctx = StageContext(registry=registry, stage=stage, request=request, config=cfg, base=base,
                        parent=parent, run=run, reporter=reporter or LogReporter())
+    registry.store.check_writable()
+    for node in registry.needs(parent or base):
+        ctx.use(node)
     if stage.check:
         stage.check(ctx)
     return ctx
+
+
+def record_run(ctx: StageContext, *, executor: str = "local", gpus: str | None = None,
+               status: str = "running") -> dict:
+    """Record the run ``ctx`` was prepared for, with its inputs (and the run it resumes)."""
+    return ctx.registry.create_run(stage=ctx.request.stage, request=ctx.request.to_dict(),
+                                   config=config_mod.to_dict(ctx.config), executor=executor,
+                                   gpus=gpus, status=status, inputs=[n["id"] for n in ctx.inputs],
+                                   resumes=ctx.resumes)
 
 
 def _resolve_base(registry: Registry, stage: Stage, request: StageRequest, parent: dict | None) -> dict:
@@ -321,9 +356,7 @@ def run_stage(registry: Registry, request: StageRequest, *, reporter: Reporter |
     run = registry.run(run_id) if run_id is not None else None
     ctx = prepare(registry, request, reporter, run=run)
     if run is None:
-        run = registry.create_run(stage=request.stage, request=request.to_dict(),
-                                  config=config_mod.to_dict(ctx.config), executor=executor,
-                                  gpus=gpus, status="running")
+        run = record_run(ctx, executor=executor, gpus=gpus)
     return execute(ctx, run)
 
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import IntegrityError
+from .errors import IntegrityError, MachineError
 
 MANIFEST = "adaptr-manifest.json"
 _CHUNK = 1 << 20
@@ -130,6 +130,24 @@ class ArtifactStore:
         finally:
             if path.exists():
                 shutil.rmtree(path, ignore_errors=True)
+
+    def check_writable(self) -> None:
+        """Raise MachineError unless every directory the store writes into can be written.
+
+        Checked before a run starts: a run must not train for an hour and then fail to save.
+        """
+        for directory in (self.tmp, self.root / "runs", self.root / "adapters", self.root / "bases"):
+            while not directory.exists() and directory != self.root:
+                directory = directory.parent  # where it would be created; nothing is made here
+            try:
+                if not directory.is_dir():
+                    raise NotADirectoryError(20, "not a directory")
+                fd, probe = tempfile.mkstemp(prefix=".probe-", dir=directory)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as exc:
+                raise MachineError(f"cannot write into {directory} ({exc.strerror or exc})",
+                                   "make the registry directory writable (and not full), then try again") from None
 
     def place(self, staged: Path, final: Path) -> None:
         """Atomically move a sealed staging directory to its final place."""

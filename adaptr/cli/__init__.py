@@ -67,4 +67,20 @@ def build_cli() -> click.Group:
 
 def main(argv: list[str] | None = None) -> None:
     build_cli()
-    cli.main(args=argv, prog_name="adaptr")
+    try:
+        code = cli.main(args=argv, prog_name="adaptr", standalone_mode=False)
+    except click.UsageError as exc:  # an unknown option, a missing argument, a bad choice
+        path = exc.ctx.command_path if exc.ctx else "adaptr"
+        _fail(exc.format_message(), f"see `{path} --help`")
+    except click.ClickException as exc:
+        _fail(exc.format_message(), "see `adaptr --help`")
+    except click.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, hint: str) -> None:
+    """One line on stderr and exit code 2, like every other refusal."""
+    click.echo(f"error: {' '.join(message.split())} (hint: {hint})", err=True)
+    sys.exit(2)

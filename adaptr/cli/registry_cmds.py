@@ -251,6 +251,9 @@ def untag_cmd(state: State, ref, alias):
 @pass_state
 def rm_cmd(state: State, ref, force):
     """Remove an adapter version: its row and its files together."""
+    from ..jobs import refresh
+
+    refresh(state.registry)  # a run whose process died no longer holds its inputs
     removed = state.registry.remove_adapter(ref, force=force)
     echo_err(f"removed {removed['ref']}")
 

@@ -56,6 +56,8 @@ def _common_options(func):
         click.option("--quantize", type=click.Choice(["4bit"]), help="QLoRA: load the base in 4-bit NF4 (CUDA only)."),
         click.option("--save-steps", type=int, help="Save a resumable checkpoint every N steps."),
         click.option("--json", "as_json", is_flag=True, help="Print the run as JSON on stdout."),
+        click.option("--dry-run", is_flag=True,
+                     help="Run every check (data, settings, inputs) and print the plan; train nothing."),
         click.option("--detach", is_flag=True, help="Run as a background job; print its run id."),
         click.option("--gpus", help="GPU devices for a detached run, e.g. 0,1."),
         click.option("--executor", default=None, help="Executor for a detached run (default: local)."),
@@ -86,7 +88,8 @@ def _field_option(config_class: type, field: dataclasses.Field):
 def build_stage_command(stage) -> click.Command:
     config_fields = config_mod.fields(stage.config_class)
     reserved = {"base", "parent", "mode", "data", "eval_data", "eval_fraction", "name", "config_file",
-                "sets", "quantize", "save_steps", "as_json", "detach", "gpus", "executor", "processes"}
+                "sets", "quantize", "save_steps", "as_json", "dry_run", "detach", "gpus", "executor",
+                "processes"}
 
     @pass_state
     def command(state, **params):
@@ -132,15 +135,16 @@ def run_train(state, stage, params: dict, field_values: dict) -> None:
 
     request = build_request(stage, params, field_values)
     registry = state.registry
+    if params.get("dry_run"):
+        _dry_run(stages.prepare(registry, request), params.get("as_json"))
+        return
     if any(params.get(k) for k in ("detach", "gpus", "executor", "processes")):
         _submit(registry, request, params)
         return
     reporter = RichReporter()
     ctx = stages.prepare(registry, request, reporter)
     print_config(ctx)
-    run = registry.create_run(stage=request.stage, request=request.to_dict(),
-                              config=config_mod.to_dict(ctx.config), executor="local",
-                              status="running")
+    run = stages.record_run(ctx)
     try:
         run = stages.execute(ctx, run)
     finally:
@@ -164,6 +168,21 @@ def _submit(registry, request: StageRequest, params: dict) -> None:
     else:
         click.echo(run["id"])
         click.echo(f"started run {run['id']} ({request.stage}); follow it with `adaptr runs`", err=True)
+
+
+def _dry_run(ctx, as_json: bool) -> None:
+    """What `adaptr train` would do: every check has passed, nothing was written."""
+    plan = {"stage": ctx.stage.name, "name": ctx.default_name(), "base": ctx.base["name"],
+            "parent": ctx.parent["ref"] if ctx.parent else None,
+            "mode": ctx.mode if ctx.parent else None, "data": ctx.request.data,
+            "inputs": [n["ref"] for n in ctx.inputs], "config": config_mod.to_dict(ctx.config),
+            "warnings": ctx.warnings}
+    if as_json:
+        echo_json(plan)
+        return
+    print_config(ctx)
+    click.echo(f"checks passed: would train {plan['name']} on {plan['base']} reading "
+               f"{', '.join(plan['inputs'])}; nothing was written (drop --dry-run to train)", err=True)
 
 
 def print_config(ctx) -> None:

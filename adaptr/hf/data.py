@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import decode_utf8
 from ..errors import UsageError
 from ..store import sha256_file
 
@@ -65,8 +66,9 @@ def read_rows(path: str | Path) -> tuple[list[dict], list[int]]:
 
 def _read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
     rows, numbers = [], []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            line = decode_utf8(raw, path, number)
             if not line.strip():
                 continue
             try:
@@ -80,7 +82,7 @@ def _read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
 
 
 def _read_json(path: Path) -> tuple[list[dict], list[int]]:
-    text = path.read_text(encoding="utf-8")
+    text = decode_utf8(path.read_bytes(), path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -115,9 +115,13 @@ def _check_merge(ctx: StageContext) -> None:
     except ImportError:
         raise MachineError("--mode merge needs adaptr's merge support, which is not installed",
                            "use --mode continue or --mode stack") from None
-    name = default_base_name(ctx.parent)
-    if not ctx.registry.query("SELECT 1 FROM bases WHERE name = ?", [name]):
-        check_into_base(ctx.registry, ctx.parent, name, _merge_dtype(ctx.base))
+    dtype = _merge_dtype(ctx.base)
+    existing = ctx.registry.derived_base(ctx.parent, dtype)
+    if existing:
+        ctx.use(existing)
+    else:
+        check_into_base(ctx.registry, ctx.parent, ctx.registry.free_base_name(default_base_name(ctx.parent)),
+                        dtype)
 
 
 def _merge_dtype(base: dict) -> str | None:
@@ -313,14 +317,14 @@ def _derived_base(ctx: StageContext) -> dict:
     """The parent merged into its base: made once, reused by later runs (and by a resume)."""
     from .merge import default_base_name, merge_adapter_into_base
 
-    name = default_base_name(ctx.parent)
-    existing = ctx.registry.query("SELECT name FROM bases WHERE name = ?", [name])
+    dtype = _merge_dtype(ctx.base)
+    existing = ctx.registry.derived_base(ctx.parent, dtype)
     if existing:
-        ctx.reporter.message(f"training on derived base {name}")
-        return ctx.registry.base(name)
+        ctx.reporter.message(f"training on derived base {existing['name']}")
+        return ctx.use(existing)
+    name = ctx.registry.free_base_name(default_base_name(ctx.parent))
     ctx.reporter.message(f"merging {ctx.parent['ref']} into derived base {name}")
-    return merge_adapter_into_base(ctx.registry, ctx.parent, name, _merge_dtype(ctx.base),
-                                   reporter=ctx.reporter)
+    return merge_adapter_into_base(ctx.registry, ctx.parent, name, dtype, reporter=ctx.reporter)
 
 
 def _publish(ctx, plan: Plan, built: Built, output, eval_metrics: dict, wall: float, derived) -> dict:

@@ -10,7 +10,7 @@ def register_stages(register):
     from . import stage
 
     register(Stage("merge", MergeConfig, run=stage.run, check=stage.check, inputs="parent",
-                   takes_data=False, command="merge",
+                   takes_data=False, command="merge", outputs=("adapter", "base"),
                    help="merge an adapter chain into a derived base, or combine adapters into a new one"))
 
 

@@ -106,7 +106,10 @@ def export_command(state, ref, out_dir, merged, dtype, as_json):
     check_out_dir(out_dir)  # before opening the registry: the cheapest refusal first
     if dtype != "bf16" and not merged:
         raise UsageError("--dtype applies to --merged exports", "drop --dtype, or add --merged")
-    data = export(state.registry, ref, out_dir, merged=merged, dtype=dtype,
+    registry = state.registry
+    for needed in registry.needs(registry.node(ref)):  # verify before use
+        registry.verified(needed)
+    data = export(registry, ref, out_dir, merged=merged, dtype=dtype,
                   reporter=RichReporter() if merged else None)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))

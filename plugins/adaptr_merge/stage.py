@@ -44,8 +44,10 @@ def check(ctx) -> None:
                              "drop them, or drop --into-base")
         from adaptr.hf.merge import check_into_base
 
-        name, _, chain, _, _ = check_into_base(ctx.registry, ctx.parent, ctx.request.name, cfg.dtype)
+        name, base, chain, _, _ = check_into_base(ctx.registry, ctx.parent, ctx.request.name, cfg.dtype)
         ctx.request.name = name
+        for node in [*chain, base]:
+            ctx.use(node)
         for adapter in chain:
             if (adapter.get("record") or {}).get("quantize"):
                 ctx.warn(f"{adapter['ref']} was trained with QLoRA; it merges onto the unquantized base")
@@ -53,6 +55,8 @@ def check(ctx) -> None:
     refs = [ctx.parent["ref"], *cfg.adapters]
     ctx.plan = weighted.check_weighted(ctx.registry, refs, cfg.method, cfg.weights, cfg.density,
                                        ctx.request.name, cfg.seed)
+    for node in [*ctx.plan.adapters, ctx.plan.base]:
+        ctx.use(node)
 
 
 def run(ctx) -> None:

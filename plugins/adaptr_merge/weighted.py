@@ -8,6 +8,7 @@ adapters' own LoRA matrices.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,13 @@ def check_options(refs: list[str], method: str | None, weights: list[float] | No
     if len(weights) != len(refs):
         raise UsageError(f"{len(weights)} weight(s) for {len(refs)} adapters",
                          "give one weight per adapter, in the same order")
+    bad = [w for w in weights if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)]
+    if bad:
+        raise UsageError(f"merge weight {bad[0]!r} is not a finite number", "write e.g. --weights 0.7,0.3")
+    if not any(weights):
+        raise UsageError("every merge weight is 0, so the merge would be empty", "give at least one weight other than 0")
+    if density is not None and (isinstance(density, bool) or not isinstance(density, (int, float))):
+        raise UsageError(f"--density {density!r} is not a number", "e.g. --density 0.5 (fraction of values kept)")
     if method in DENSITY_METHODS:
         if density is None:
             raise UsageError(f"method {method} needs --density", "e.g. --density 0.5 (fraction of values kept)")

@@ -56,6 +56,7 @@ def check(ctx) -> None:
     if training.check:
         training.check(view)
     ctx.config = train_config
+    ctx.resumes = target["id"]
     ctx.resume_from = {"run": checkpoint["run_id"], "step": checkpoint["step"],
                        "path": checkpoint["path"], "sha256": checkpoint["sha256"],
                        "stage": training.name, "request": request.to_dict(),
@@ -67,8 +68,7 @@ def run(ctx) -> None:
     plan = ctx.resume_from
     training = plugins.get_stage(plan["stage"])
     if ctx.is_main_process:
-        ctx.run = ctx.registry.update_run(ctx.run["id"], resumed_from_run=plan["run"],
-                                          resumed_from_step=plan["step"])
+        ctx.run = ctx.registry.update_run(ctx.run["id"], resumed_from_step=plan["step"])
     with ctx.staging("resume") as copy:
         shutil.copytree(plan["path"], copy, dirs_exist_ok=True)  # manifest included
         store.verify(copy, plan["sha256"])

@@ -69,12 +69,15 @@ def save_lora(base_dir: Path, out_dir: Path, *, seed: int = 0, r: int = 4, alpha
     return Path(out_dir)
 
 
-def publish_lora(registry, name: str, *, base: str = "tiny", parents=(), record=None, **kwargs) -> dict:
-    """Make a LoRA on ``base`` with PEFT and publish it as the next version of ``name``."""
+def publish_lora(registry, name: str, *, base: str = "tiny", parents=(), record=None,
+                 config_changes=None, **kwargs) -> dict:
+    """Make a LoRA on ``base`` with PEFT and publish it as the next version of ``name``
+    (with ``config_changes`` written into its adapter_config.json first)."""
     base_dir = Path(registry.base(base)["path"])
     with registry.store.staging("test") as staged:
         save_lora(base_dir, staged, **kwargs)
-        config = json.loads((staged / "adapter_config.json").read_text())
+        config = {**json.loads((staged / "adapter_config.json").read_text()), **(config_changes or {})}
+        (staged / "adapter_config.json").write_text(json.dumps(config))
         return registry.publish_adapter(staged, name=name, base=base, stage="test", parents=list(parents),
                                         config=config, record=record or {})
 

@@ -30,8 +30,7 @@ def cli_registry_template(tmp_path_factory, sharded_base_dir, sharded_bf16_base_
     publish_lora(registry, "s", seed=4, target_modules=("q_proj", "o_proj"),
                  parents=[(a, "stacked", {"mode": "stack"})])
     publish_lora(registry, "other", base="tiny16", seed=5)
-    config = Path(publish_lora(registry, "ia3", seed=6)["path"]) / "adapter_config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "peft_type": "IA3"}))
+    publish_lora(registry, "ia3", seed=6, config_changes={"peft_type": "IA3"})
     registry.close()
     return root
 

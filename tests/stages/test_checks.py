@@ -12,7 +12,7 @@ import pytest
 
 from adaptr import StageRequest, plugins
 from adaptr.cli.train import build_request
-from adaptr.errors import ConflictError, UsageError
+from adaptr.errors import ConflictError, IntegrityError, UsageError
 from adaptr.stages import prepare
 
 from conftest import dump_registry
@@ -67,9 +67,15 @@ def test_a_base_whose_config_changed_is_refused(registry, tiny_base_dir, tmp_pat
     copy = tmp_path / "copy"
     shutil.copytree(tiny_base_dir, copy)
     add_local_base(registry, "copy", copy)
-    config = json.loads((copy / "config.json").read_text())
-    (copy / "config.json").write_text(json.dumps({**config, "rope_theta": 1.0}))
+    original = (copy / "config.json").read_text()
+    (copy / "config.json").write_text(json.dumps({**json.loads(original), "rope_theta": 1.0}))
     before = dump_registry(registry.root)
-    with pytest.raises(ConflictError, match="config.json changed since it was registered"):
+    with pytest.raises(IntegrityError, match="base 'copy': config.json has .* bytes"):
+        prepare(registry, StageRequest(stage="sft", base="copy", data=str(sft_data)))
+    # Same size, other bytes: the new mtime makes verification re-hash the file.
+    same_size = original.replace('"num_hidden_layers": 2', '"num_hidden_layers": 3')
+    assert same_size != original and len(same_size) == len(original)
+    (copy / "config.json").write_text(same_size)
+    with pytest.raises(IntegrityError, match="config.json changed since it was registered"):
         prepare(registry, StageRequest(stage="sft", base="copy", data=str(sft_data)))
     assert dump_registry(registry.root) == before
