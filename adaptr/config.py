@@ -107,7 +107,7 @@ def _typed(key: str, tp, value: Any) -> Any:
     if ok is not None and not ok(value):
         raise UsageError(f"{key}={value!r} is not a valid {_type_name(tp)}",
                          f"see `--help` for what {key} takes")
-    return int(value) if tp is int else float(value) if tp is float else value
+    return int(value) if tp is int else value  # an int given for a float field stays as given
 
 
 _CHECKS = {

@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from . import migrations as migrations_mod
-from .errors import ConflictError, NotFoundError, UsageError
+from .errors import ConflictError, IntegrityError, NotFoundError, UsageError
 
 APPLICATION_ID = 0x41445054  # "ADPT"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -113,6 +113,15 @@ def _applied_migrations(conn: sqlite3.Connection) -> list[str]:
             [migrations_mod.MIGRATION_SET])]
     except sqlite3.OperationalError:  # no such table
         return []
+
+
+def damaged_database_error(exc: sqlite3.DatabaseError) -> IntegrityError | None:
+    """The one-line error for SQLite finding the file damaged mid-command (None: not that)."""
+    text = str(exc)
+    if not any(word in text for word in ("malformed", "not a database", "disk I/O", "corrupt")):
+        return None
+    return IntegrityError(f"the registry database is damaged ({text})",
+                          "restore adaptr.db from a backup (`sqlite3 adaptr.db .recover` may save its rows)")
 
 
 # -- who holds the lock --------------------------------------------------------------------

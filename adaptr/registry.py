@@ -616,8 +616,9 @@ class Registry:
             "WHERE e.parent = ? ORDER BY a.name, a.version", [adapter["id"]])
         stacked = [format_ref(k["name"], k["version"]) for k in kids if k["relation"] == "stacked" and k["name"]]
         if stacked:
-            raise ConflictError(f"{', '.join(stacked)} {'is' if len(stacked) == 1 else 'are'} stacked on "
-                                f"{adapter['ref']} and load only with it",
+            verbs = ("is", "loads") if len(stacked) == 1 else ("are", "load")
+            raise ConflictError(f"{', '.join(stacked)} {verbs[0]} stacked on {adapter['ref']} and "
+                                f"{verbs[1]} only with it",
                                 f"remove {'it' if len(stacked) == 1 else 'them'} first (`adaptr rm "
                                 f"{stacked[-1]}`), or export a merged copy with `adaptr export --merged`")
         if kids and not force:

@@ -292,8 +292,7 @@ def prepare(registry: Registry, request: StageRequest, reporter: Reporter | None
     detached run's worker, every rank of a multi-process run); the checks see it as ``ctx.run``.
     """
     stage = plugins.get_stage(request.stage)
-    if request.mode not in MODES:
-        raise UsageError(f"unknown --mode {request.mode!r}", f"use one of {', '.join(MODES)}")
+    _check_request(request)
     if request.name is not None and stage.outputs == ("adapter",):
         check_adapter_name(request.name)
     parent = registry.resolve(request.parent) if request.parent else None
@@ -319,6 +318,23 @@ def record_run(ctx: StageContext, *, executor: str = "local", gpus: str | None =
                                    config=config_mod.to_dict(ctx.config), executor=executor,
                                    gpus=gpus, status=status, inputs=[n["id"] for n in ctx.inputs],
                                    resumes=ctx.resumes)
+
+
+def _check_request(request: StageRequest) -> None:
+    """The request's own values (the stage config is checked by its fields' declared ranges)."""
+    if request.mode not in MODES:
+        raise UsageError(f"unknown --mode {request.mode!r}", f"use one of {', '.join(MODES)}")
+    fraction = request.eval_fraction
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                 or not 0 < fraction < 1):
+        raise UsageError(f"--eval-fraction {fraction!r} is not a fraction between 0 and 1",
+                         "e.g. --eval-fraction 0.1 holds out a tenth of --data")
+    steps = request.save_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise UsageError(f"--save-steps {steps!r} is not a positive number of steps", "e.g. --save-steps 100")
+    for key in ("base", "parent", "data", "eval_data", "name", "quantize"):
+        if getattr(request, key) is not None and not isinstance(getattr(request, key), str):
+            raise UsageError(f"{key} must be text, not {getattr(request, key)!r}", f"check the recipe's {key}")
 
 
 def _resolve_base(registry: Registry, stage: Stage, request: StageRequest, parent: dict | None) -> dict:

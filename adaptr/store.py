@@ -137,7 +137,7 @@ class ArtifactStore:
         Checked before a run starts: a run must not train for an hour and then fail to save.
         """
         for directory in (self.tmp, self.root / "runs", self.root / "adapters", self.root / "bases"):
-            while not directory.exists() and directory != self.root:
+            while not directory.exists() and not directory.is_symlink() and directory != self.root:
                 directory = directory.parent  # where it would be created; nothing is made here
             try:
                 if not directory.is_dir():

@@ -6,11 +6,13 @@ is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 import click
 
 from .. import plugins
+from ..dbfile import damaged_database_error
 from ..errors import AdaptrError
 from .common import pass_state, State  # noqa: F401  (re-exported for plugin commands)
 
@@ -20,7 +22,13 @@ class AdaptrGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except sqlite3.DatabaseError as exc:
+                damaged = damaged_database_error(exc)
+                if damaged is None:
+                    raise
+                raise damaged from exc
         except AdaptrError as exc:
             if ctx.obj is not None and getattr(ctx.obj, "debug", False):
                 raise

@@ -16,12 +16,13 @@ STRUCTURAL_LORA_KEYS = ("r", "lora_alpha", "target_modules", "use_rslora", "use_
                         "modules_to_save")
 
 
-def _lora(default, help_text: str, **kwargs):
-    return field(default=default, metadata={"help": help_text, "group": LORA}, **kwargs)
+def _lora(default, help_text: str, **valid):
+    """A LoRA field; ``valid`` is its range (``min``, ``above``, ``choices``... see config.py)."""
+    return field(default=default, metadata={"help": help_text, "group": LORA, **valid})
 
 
-def _opt(default, help_text: str, **kwargs):
-    return field(default=default, metadata={"help": help_text}, **kwargs)
+def _opt(default, help_text: str, **valid):
+    return field(default=default, metadata={"help": help_text, **valid})
 
 
 @dataclass
@@ -31,35 +32,36 @@ class TrainRecipe:
     trainer_kind: ClassVar[str] = ""
 
     # -- LoRA (peft.LoraConfig) ------------------------------------------------------------
-    r: int = _lora(16, "LoRA rank (peft LoraConfig.r).")
-    lora_alpha: int = _lora(32, "LoRA scaling numerator alpha (the update is scaled by alpha/r).")
-    lora_dropout: float = _lora(0.05, "Dropout on the LoRA input; may change when continuing.")
+    r: int = _lora(16, "LoRA rank (peft LoraConfig.r).", min=1)
+    lora_alpha: int = _lora(32, "LoRA scaling numerator alpha (the update is scaled by alpha/r).", above=0)
+    lora_dropout: float = _lora(0.05, "Dropout on the LoRA input; may change when continuing.", min=0, below=1)
     target_modules: list[str] = _lora(
         None, "Modules to adapt, comma-separated (e.g. q_proj,v_proj); default all-linear.")
     use_rslora: bool = _lora(False, "Rank-stabilised LoRA: scale by alpha/sqrt(r).")
     use_dora: bool = _lora(False, "Weight-decomposed LoRA (DoRA).")
-    bias: str = _lora("none", "Which biases to train: none, all or lora_only.")
+    bias: str = _lora("none", "Which biases to train: none, all or lora_only.",
+                      choices=("none", "all", "lora_only"))
     modules_to_save: list[str] = _lora(
         None, "Extra modules trained in full and saved with the adapter (e.g. lm_head).")
 
     # -- optimisation (transformers TrainingArguments) -------------------------------------
-    learning_rate: float = _opt(2e-4, "Peak learning rate for AdamW.")
-    num_train_epochs: float = _opt(1.0, "Epochs over the training data (ignored if max_steps > 0).")
-    max_steps: int = _opt(-1, "Total optimizer steps; overrides num_train_epochs when > 0.")
-    per_device_train_batch_size: int = _opt(8, "Training batch size per device.")
-    per_device_eval_batch_size: int = _opt(8, "Evaluation batch size per device.")
-    gradient_accumulation_steps: int = _opt(1, "Micro-batches accumulated per optimizer step.")
+    learning_rate: float = _opt(2e-4, "Peak learning rate for AdamW.", above=0)
+    num_train_epochs: float = _opt(1.0, "Epochs over the training data (ignored if max_steps > 0).", above=0)
+    max_steps: int = _opt(-1, "Total optimizer steps; overrides num_train_epochs when > 0.", min=1, also=(-1,))
+    per_device_train_batch_size: int = _opt(8, "Training batch size per device.", min=1)
+    per_device_eval_batch_size: int = _opt(8, "Evaluation batch size per device.", min=1)
+    gradient_accumulation_steps: int = _opt(1, "Micro-batches accumulated per optimizer step.", min=1)
     lr_scheduler_type: str = _opt("linear", "Learning-rate schedule (linear, cosine, constant...).")
-    warmup_steps: float = _opt(0, "Warm-up steps (an int), or a fraction of all steps (< 1).")
-    weight_decay: float = _opt(0.0, "AdamW weight decay.")
-    max_grad_norm: float = _opt(1.0, "Gradient clipping norm.")
+    warmup_steps: float = _opt(0, "Warm-up steps (an int), or a fraction of all steps (< 1).", min=0)
+    weight_decay: float = _opt(0.0, "AdamW weight decay.", min=0)
+    max_grad_norm: float = _opt(1.0, "Gradient clipping norm (0: no clipping).", min=0)
     optim: str = _opt("adamw_torch", "Optimizer name as transformers knows it.")
-    seed: int = _opt(42, "Random seed (adapter init, data order, dropout).")
-    logging_steps: int = _opt(10, "Log loss and metrics every N optimizer steps.")
-    eval_steps: int = _opt(None, "Evaluate every N steps when eval data is given (default: at the end).")
+    seed: int = _opt(42, "Random seed (adapter init, data order, dropout).", min=0, max=2**32 - 1)
+    logging_steps: int = _opt(10, "Log loss and metrics every N optimizer steps.", min=1)
+    eval_steps: int = _opt(None, "Evaluate every N steps when eval data is given (default: at the end).", min=1)
     bf16: bool = _opt(None, "bf16 mixed precision; default on when the GPU supports it, off on CPU.")
     gradient_checkpointing: bool = _opt(False, "Recompute activations in backward to save memory.")
-    max_length: int = _opt(1024, "Truncate tokenized sequences to this many tokens.")
+    max_length: int = _opt(1024, "Truncate tokenized sequences to this many tokens.", min=1)
 
 
 def lora_kwargs(config: TrainRecipe) -> dict:
