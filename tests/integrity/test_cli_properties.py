@@ -28,7 +28,7 @@ from adaptr.demo import PREFERENCE_DATA, SFT_DATA, data_file
 
 from .test_verify_before_use import snapshot
 
-SETTINGS = settings(max_examples=int(__import__("os").environ.get("ADAPTR_HYPOTHESIS_EXAMPLES", "100")),
+SETTINGS = settings(max_examples=int(__import__("os").environ.get("ADAPTR_HYPOTHESIS_EXAMPLES", "60")),
                     deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                           HealthCheck.too_slow])
 EXAMPLES_RUN: dict[str, int] = {}
