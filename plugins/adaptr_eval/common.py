@@ -1,9 +1,11 @@
 """What the built-in evaluators share: the device, a target's model, TRL's pieces, batching.
 
-Models load the way :func:`adaptr.load` loads them (stacked chains included). Per-token
-log-probabilities come from TRL's fused LM head (``add_fused_lm_head``), the same function the
-SFT and DPO trainers compute their losses with: it projects only the positions that have a
-label, so no ``(batch, length, vocab)`` logits are built.
+Models load the way :func:`adaptr.load` loads them (stacked chains included). Rows are prepared
+and collated by TRL (the trainers' own code). Per-token log-probabilities (:func:`token_logps`)
+run the model's backbone once and project through its LM head only the positions that have a
+label: no ``(batch, length, vocab)`` logits for padding and prompts. That is what TRL's fused LM
+head does on a GPU with Triton; on other devices TRL scores every position in tiles, which
+measured 3x slower than a plain transformers forward on CPU (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -29,16 +31,36 @@ def quiet() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def load_model(job, node: dict, *, fused: bool = True):
+def load_model(job, node: dict):
     """The eval-mode model of a version or base, on the evaluation device."""
     from adaptr.hf.loading import load_ref
 
-    model = load_ref(job.registry, node["ref"], device_map={"": 0} if device() == "cuda" else None)
-    if fused:
-        from trl.trainer.utils import add_fused_lm_head
+    return load_ref(job.registry, node["ref"], device_map={"": 0} if device() == "cuda" else None)
 
-        add_fused_lm_head(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    return model
+
+# Config attributes by which a model transforms its logits after the LM head (Gemma's
+# softcapping, Cohere's and Granite's scales...): such models are scored through their own forward.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                     "logits_scaling")
+
+
+def token_logps(model, input_ids, attention_mask, labels):
+    """log p(label_t | tokens before t) for each position with a label, 0 elsewhere: (batch, len-1)."""
+    import torch.nn.functional as F
+
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    targets = labels[:, 1:]
+    mask = targets != -100
+    text_config = causal.config.get_text_config()
+    if any(getattr(text_config, name, None) is not None for name in _LOGIT_TRANSFORMS):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+        picked = logits[mask]
+    else:
+        hidden = causal.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                   use_cache=False).last_hidden_state[:, :-1]
+        picked = causal.get_output_embeddings()(hidden[mask])
+    logps = -F.cross_entropy(picked.float(), targets[mask], reduction="none")
+    return logps.new_zeros(mask.shape).masked_scatter(mask, logps)
 
 
 def release() -> None:

@@ -83,7 +83,7 @@ def run(job) -> None:
     prompts = [row["prompt"] for row in job.data.rows]
     job.start(len(prompts) * len(job.pending), f"generate on {job.eval_set['name']}")
     for target in job.pending:
-        model = common.load_model(job, target.node, fused=False)
+        model = common.load_model(job, target.node)
         texts = generate(model, tokenizer, prompts, job.settings, job)
         del model
         common.release()

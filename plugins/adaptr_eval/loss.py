@@ -64,9 +64,10 @@ def summed_nll(model, batches: list[dict], job=None) -> tuple[float, int]:
     total, tokens = 0.0, 0
     with torch.inference_mode():
         for batch in batches:
-            out = model(**common.on_device(batch, where), fused_lm_head=True, use_cache=False)
-            total -= out.log_probs.double().sum().item()
-            tokens += int(out.label_mask.sum().item())
+            batch = common.on_device(batch, where)
+            logps = common.token_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            total -= logps.double().sum().item()
+            tokens += int((batch["labels"][:, 1:] != -100).sum().item())
             if job is not None:
                 job.advance()
     return total, tokens

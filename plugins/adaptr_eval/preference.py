@@ -54,10 +54,8 @@ def sequence_logps(model, batches: list[dict], job=None):
         for batch in batches:
             batch = common.on_device(batch, where)
             labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        labels=labels, fused_lm_head=True, use_cache=False)
-            width = batch["completion_mask"].size(1) - 1
-            logps = out.log_probs[:, -width:].double().sum(dim=1).cpu()
+            per_token = common.token_logps(model, batch["input_ids"], batch["attention_mask"], labels)
+            logps = per_token.double().sum(dim=1).cpu()
             c, r = logps.chunk(2, dim=0)
             chosen.append(c)
             rejected.append(r)
