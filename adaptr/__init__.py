@@ -9,11 +9,12 @@ from .errors import AdaptrError, ConflictError, IntegrityError, MachineError, No
 from .hookspecs import hookimpl
 from .registry import Registry
 from .stages import Executor, Stage, StageContext, StageRequest, run_stage
+from .evals import EvalJob, EvalTarget, Evaluator
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaptrError", "ConflictError", "Executor", "IntegrityError", "MachineError", "NotFoundError",
+    "AdaptrError", "ConflictError", "EvalJob", "EvalTarget", "Evaluator", "Executor", "IntegrityError", "MachineError", "NotFoundError",
     "Registry", "Stage", "StageContext", "StageRequest", "UsageError", "hookimpl", "load",
     "run_stage", "__version__",
 ]

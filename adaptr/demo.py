@@ -2,7 +2,8 @@
 
 Generates a tiny Llama-shaped base (no download), registers it, trains ``sft`` on the shipped
 SFT data, continues it with ``dpo --from sft-v1`` on the shipped preference data, merges the DPO
-adapter into a derived base when merge support is installed, and returns the registry.
+adapter into a derived base when merge support is installed, copies the held-out eval sets
+(``EVAL_SETS``) beside the registry, and returns the registry.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from .stages import StageRequest, run_stage
 BASE_NAME = "tiny"
 SFT_DATA = "sft.jsonl"
 PREFERENCE_DATA = "preferences.jsonl"
+# Held out from training, copied into the demo directory for `adaptr eval`.
+EVAL_SETS = ("preferences-heldout.jsonl", "sft-heldout.jsonl", "prompts-heldout.jsonl")
 # Few steps and a high learning rate: the demo shows the mechanics, not a useful model.
 SFT_SETTINGS = {"max_steps": 12, "learning_rate": 2e-3, "logging_steps": 2, "r": 8, "lora_alpha": 16}
 DPO_SETTINGS = {"max_steps": 8, "learning_rate": 1e-3, "logging_steps": 2, "beta": 0.1}
@@ -58,6 +61,9 @@ def run_demo(directory: Path | str, *, reporter=None, echo=print) -> Registry:
         run = run_stage(registry, request, reporter=reporter)
         echo(f"  -> {run['output_ref']} ({run['status']})")
     _merge(registry, echo)
+    for name in EVAL_SETS:
+        (directory / name).write_bytes(data_file(name).read_bytes())
+    echo(f"held-out eval sets: {', '.join(EVAL_SETS)} in {directory}")
     echo(f"demo finished in {time.monotonic() - started:.1f}s; registry at {registry.root}")
     return registry
 

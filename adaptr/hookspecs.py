@@ -31,6 +31,11 @@ def register_executors(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_evaluators(register: Callable[..., None]) -> None:
+    """Register evaluators: call ``register(evaluator)`` with an :class:`adaptr.Evaluator`."""
+
+
+@hookspec
 def run_started(run: dict) -> None:
     """Called in the run's process when a run starts; ``run`` is its registry row."""
 

@@ -198,7 +198,34 @@ def version_record(registry: Registry, adapter: dict, files: dict) -> dict:
         "sha256": adapter["sha256"], "base": base_record(registry, registry.base_by_id(adapter["base_id"])),
         "parents": parent_records(registry, adapter), "config": adapter["config"],
         "record": adapter["record"], "metrics": adapter["metrics"], "files": files,
+        "evaluations": evaluation_records(registry, adapter),
     }
+
+
+def evaluation_records(registry: Registry, adapter: dict) -> list[dict]:
+    """The version's recorded evaluations, with generated outputs, for ``adaptr.json``."""
+    from . import evalstore
+
+    return [{**evalstore.evaluation_json(e), "outputs": evalstore.outputs(registry, e["id"])}
+            for e in evalstore.evaluations_of(registry, [adapter["id"]])]
+
+
+def eval_results(meta: dict) -> list:
+    """The evaluations as the Hub's ``model-index`` entries (huggingface_hub EvalResult)."""
+    from huggingface_hub import EvalResult
+
+    out = []
+    for evaluation in meta.get("evaluations") or []:
+        for metric, value in sorted(evaluation["metrics"].items()):
+            if value is None:
+                continue
+            out.append(EvalResult(
+                task_type="text-generation", task_name=evaluation["evaluator"],
+                dataset_type="adaptr/eval-set", dataset_name=evaluation["eval_set"].get("name") or "eval set",
+                dataset_revision=evaluation["eval_set_sha256"], metric_type=metric, metric_value=value,
+                metric_name=f"{evaluation['evaluator']}.{metric}",
+                metric_config=f"settings {evaluation['settings_sha256'][:12]}"))
+    return out
 
 
 def model_card(meta: dict, repo_id: str) -> str:
@@ -208,9 +235,11 @@ def model_card(meta: dict, repo_id: str) -> str:
     lineage = [{"ref": p["ref"], "relation": p["relation"],
                 "hub": f"{p['hub']['repo']}@{p['hub']['revision']}" if p.get("hub") else None}
                for p in meta["parents"]]
+    results = eval_results(meta)
     data = ModelCardData(
         base_model=meta["base"]["hub_id"], base_model_relation="adapter", library_name="peft",
         tags=["adaptr", "peft", "lora", meta["stage"]],
+        model_name=meta["ref"] if results else None, eval_results=results or None,
         adaptr={"ref": meta["ref"], "stage": meta["stage"], "base": meta["base"]["name"],
                 "lineage": lineage})
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_card_body(meta, repo_id)}"))
@@ -420,7 +449,21 @@ def _register(registry: Registry, item: _Pulled) -> None:
         stage=meta["stage"], parents=parents, config=meta.get("config"),
         record={**meta.get("record", {}), "pulled_from": origin}, metrics=meta.get("metrics"))
     _set_hub_columns(registry, adapter["id"], item.repo_id, item.commit)
+    _register_evaluations(registry, adapter, meta.get("evaluations") or [])
     item.registered = adapter
+
+
+def _register_evaluations(registry: Registry, adapter: dict, evaluations: list[dict]) -> None:
+    """Results pushed with the version, recorded for the pulled one (inside the pull's transaction)."""
+    from . import evalstore
+
+    evalstore.record(registry, [{
+        "node_id": adapter["id"], "key": evalstore.EvalKey(e["evaluator"], e["eval_set_sha256"], e["settings_sha256"]),
+        "eval_set": e["eval_set"], "settings": e["settings"], "metrics": e["metrics"],
+        "higher_is_better": e.get("higher_is_better") or {}, "reference_ref": e.get("reference"),
+        "tokenizer_sha256": e.get("tokenizer_sha256"), "outputs": e.get("outputs") or [],
+        "record": {"pulled_from_run": e.get("run_id")}, "source": "hub", "created_at": e.get("created_at"),
+    } for e in evaluations])
 
 
 def _plan(plan: _PullPlan, api, repo_id: str, revision: str, *, name: str | None = None):

@@ -22,8 +22,9 @@ from . import hookspecs
 from .errors import ConflictError, NotFoundError, UsageError
 
 GROUP = "adaptr"
-BUILTIN_PLUGINS = ("sft", "dpo", "resume", "merge")  # entry-point name == adaptr_<name> package
-_BUILTIN_EXECUTORS = "adaptr.executors"
+BUILTIN_PLUGINS = ("sft", "dpo", "resume", "merge", "eval")  # entry-point name == adaptr_<name> package
+# Core modules with hookimpls (the executors; the `eval` stage that runs evaluators), always loaded.
+_CORE_HOOK_MODULES = ("adaptr.executors", "adaptr.evals")
 
 pm = pluggy.PluginManager(GROUP)
 pm.add_hookspecs(hookspecs)
@@ -45,7 +46,8 @@ def load_plugins() -> pluggy.PluginManager:
         return pm
     _loaded = True
     allowed = _allowed()
-    pm.register(importlib.import_module(_BUILTIN_EXECUTORS), name="adaptr.executors")
+    for module_name in _CORE_HOOK_MODULES:
+        pm.register(importlib.import_module(module_name), name=module_name)
     for name in BUILTIN_PLUGINS:
         if (allowed is None or name in allowed) and pm.get_plugin(name) is None:
             pm.register(importlib.import_module(f"adaptr_{name}"), name=name)
@@ -143,11 +145,26 @@ def get_executor(name: str):
     return found[name]
 
 
+def evaluators() -> dict:
+    """Every registered evaluator, by name."""
+    return _collect("register_evaluators", "evaluator").items
+
+
+def get_evaluator(name: str):
+    found = evaluators()
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise NotFoundError(f"unknown evaluator {name!r} (installed: {known})",
+                            "install the plugin that provides it; `adaptr plugins` lists what is loaded")
+    return found[name]
+
+
 def describe() -> list[dict]:
-    """One entry per loaded plugin: name, stages, executors, hooks it implements."""
+    """One entry per loaded plugin: name, stages, executors, evaluators, hooks it implements."""
     load_plugins()
     stage_owner = {s.name: s.plugin for s in stages().values()}
     exec_owner = {e.name: e.plugin for e in executors().values()}
+    eval_owner = {e.name: e.plugin for e in evaluators().values()}
     out = []
     for name, plugin in sorted(pm.list_name_plugin()):
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
@@ -156,8 +173,10 @@ def describe() -> list[dict]:
             "module": getattr(plugin, "__name__", repr(plugin)),
             "stages": sorted(s for s, owner in stage_owner.items() if owner == name),
             "executors": sorted(e for e, owner in exec_owner.items() if owner == name),
+            "evaluators": sorted(e for e, owner in eval_owner.items() if owner == name),
             "hooks": hooks,
         })
-    out += [{"name": name, "module": None, "stages": [], "executors": [], "hooks": [], "error": error}
+    out += [{"name": name, "module": None, "stages": [], "executors": [], "evaluators": [], "hooks": [],
+             "error": error}
             for name, error in sorted(failed_plugins.items())]
     return out

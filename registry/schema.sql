@@ -153,3 +153,44 @@ CREATE TABLE run_inputs (
 );
 
 CREATE INDEX run_inputs_node ON run_inputs(node_id);
+
+CREATE TABLE evaluations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    evaluator TEXT NOT NULL,
+    eval_set_sha256 TEXT NOT NULL,
+    settings_sha256 TEXT NOT NULL,
+    eval_set TEXT NOT NULL DEFAULT '{}',
+    settings TEXT NOT NULL DEFAULT '{}',
+    reference_id INTEGER REFERENCES nodes(id) ON DELETE SET NULL,
+    reference_ref TEXT,
+    tokenizer_sha256 TEXT,
+    run_id TEXT REFERENCES runs(id) ON DELETE SET NULL,
+    source TEXT NOT NULL DEFAULT 'local',
+    record TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    UNIQUE (node_id, eval_set_sha256, evaluator, settings_sha256)
+);
+
+CREATE INDEX evaluations_key ON evaluations(eval_set_sha256, evaluator, settings_sha256);
+
+CREATE TABLE eval_metrics (
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value REAL,
+    higher_is_better INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (evaluation_id, name)
+);
+
+CREATE INDEX eval_metrics_name ON eval_metrics(name, evaluation_id);
+
+CREATE TABLE eval_outputs (
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    row_number INTEGER,
+    prompt TEXT,
+    output TEXT NOT NULL,
+    expected TEXT,
+    score REAL,
+    PRIMARY KEY (evaluation_id, position)
+);

@@ -25,7 +25,7 @@ hand. Every command accepts `-h`/`--help`. Errors exit with code 2 and print one
 
 
 def render() -> str:
-    os.environ["ADAPTR_LOAD_PLUGINS"] = "sft,dpo,resume,merge"  # third-party plugins stay out
+    os.environ["ADAPTR_LOAD_PLUGINS"] = "sft,dpo,resume,merge,eval"  # third-party plugins stay out
     import click
 
     from adaptr.cli import build_cli

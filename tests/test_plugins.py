@@ -46,8 +46,10 @@ def test_builtins_and_outside_plugins(tmp_path):
     by_name = {p["name"]: p for p in listed}
     assert by_name["kto"]["stages"] == ["kto"] and by_name["kto"]["module"] == "adaptr_test_kto"
     assert by_name["sft"]["stages"] == ["sft"] and by_name["adaptr.executors"]["executors"]
+    assert by_name["eval"]["evaluators"] == ["generate", "loss", "preference"]
+    assert by_name["adaptr.evals"]["stages"] == ["eval"]
     restricted = run_cli("plugins", "--json", env={**env, "ADAPTR_LOAD_PLUGINS": "kto"}, check=True)
-    assert {p["name"] for p in json.loads(restricted.stdout)} == {"adaptr.executors", "kto"}
+    assert {p["name"] for p in json.loads(restricted.stdout)} == {"adaptr.executors", "adaptr.evals", "kto"}
 
 
 def test_two_plugins_claiming_one_stage(tmp_path):

@@ -125,7 +125,9 @@ def test_concurrent_first_open(tmp_path):
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
     reg = Registry(root / "adaptr.db")
-    assert len(reg.query("SELECT name FROM _sqlite_migrations")) == len(migrations.names())
+    from adaptr.migrations import names
+
+    assert [r["name"] for r in reg.query("SELECT name FROM _sqlite_migrations ORDER BY id")] == names()
     reg.close()
 
 

@@ -38,7 +38,8 @@ def test_import_adaptr_cli_is_light():
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["ls"], ["ls", "--json"], ["base", "ls"], ["plugins"],
-                                  ["doctor"], ["lineage", "tiny"], ["show", "tiny"], ["gc", "--dry-run"]])
+                                  ["doctor"], ["lineage", "tiny"], ["show", "tiny"], ["gc", "--dry-run"],
+                                  ["ls", "--sort", "loss"], ["lineage", "tiny", "--metric", "loss"]])
 def test_commands_stay_light(argv, registry):
     registry.add_base("tiny", source="test", source_kind="local")
     env = {**os.environ, "ADAPTR_REGISTRY": str(registry.root)}

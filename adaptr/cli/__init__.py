@@ -52,7 +52,7 @@ def _add_builtin_commands() -> None:
     from . import registry_cmds
 
     registry_cmds.register(cli)
-    for module_name in ("train", "jobs", "hub", "demo", "tui"):
+    for module_name in ("train", "evals", "jobs", "hub", "demo", "tui"):
         try:
             module = __import__(f"adaptr.cli.{module_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

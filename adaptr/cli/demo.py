@@ -24,6 +24,8 @@ def demo_cmd(directory):
         reporter.finish()
     console().print(lineage_tree(registry, BASE_NAME))
     click.echo(f"\nexplore it: ADAPTR_REGISTRY={registry.root} adaptr ls", err=True)
+    click.echo(f"evaluate it: ADAPTR_REGISTRY={registry.root} adaptr eval sft-v1 dpo-v1 "
+               f"--data {registry.root.parent / 'preferences-heldout.jsonl'}", err=True)
     registry.close()
 
 

@@ -19,7 +19,7 @@ LIBRARIES = ("adaptr", "torch", "transformers", "peft", "trl", "accelerate", "bi
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON objects to stdout.")
 def plugins_cmd(as_json):
-    """List loaded plugins with the stages, executors and hooks they provide."""
+    """List loaded plugins with the stages, executors, evaluators and hooks they provide."""
     from .. import plugins
 
     described = plugins.describe()
@@ -29,12 +29,12 @@ def plugins_cmd(as_json):
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("NAME", "STAGES", "EXECUTORS", "HOOKS", "MODULE"):
+    for column in ("NAME", "STAGES", "EXECUTORS", "EVALUATORS", "HOOKS", "MODULE"):
         table.add_column(column)
     for p in described:
         module = p["module"] if not p.get("error") else f"failed to load: {p['error']}"
         table.add_row(p["name"], ", ".join(p["stages"]), ", ".join(p["executors"]),
-                      ", ".join(p["hooks"]), module)
+                      ", ".join(p["evaluators"]), ", ".join(p["hooks"]), module)
     console().print(table)
 
 

@@ -120,17 +120,24 @@ def import_cmd(state: State, adapter_dir, base_name, name, parent, relation):
 @click.option("--stage", help="Only versions made by this stage (sft, dpo, import, ...).")
 @click.option("--limit", type=click.IntRange(min=0), default=DEFAULT_PAGE, show_default=True,
               help="Newest versions to show; 0 shows all.")
+@click.option("--sort", "sort_by", metavar="METRIC",
+              help="Best first by a recorded evaluation metric (e.g. preference.accuracy; "
+                   "loss sorts lowest first); versions without a value come last.")
 @pass_state
-def ls_cmd(state: State, as_json, base, stage, limit):
-    """List adapter versions, newest first."""
+def ls_cmd(state: State, as_json, base, stage, limit, sort_by):
+    """List adapter versions, newest first (or best first with --sort)."""
     registry = state.registry
     if base:
         registry.base(base)  # an unknown base is an error, not an empty list
-    adapters = registry.adapters(base=base, stage=stage, limit=limit or None)
+    metric = None
+    if sort_by:
+        adapters, metric = _sorted_adapters(registry, sort_by, base, stage, limit)
+    else:
+        adapters = registry.adapters(base=base, stage=stage, limit=limit or None)
     if as_json:
-        echo_json([render.adapter_json(a) for a in adapters])
+        echo_json([_with_metric(render.adapter_json(a), a, metric) for a in adapters])
     elif adapters:
-        click.echo(render.adapters_table(adapters, bold=_tty()))
+        click.echo(render.adapters_table(adapters, bold=_tty(), metric=metric and (metric[0].name, metric[1])))
     if limit and len(adapters) == limit:
         more = registry.count_adapters(base=base, stage=stage) - limit
         if more > 0:
@@ -142,6 +149,35 @@ def ls_cmd(state: State, as_json, base, stage, limit):
 
 def _tty() -> bool:
     return click.get_text_stream("stdout").isatty()
+
+
+def _sorted_adapters(registry: Registry, name: str, base, stage, limit: int):
+    """One page of versions ordered by a metric (best first, missing values last)."""
+    from .. import evalstore
+
+    choice = evalstore.choose_metric(registry, name)
+    echo_err(f"sorted by {choice.describe()}")
+    key = choice.key
+    sql = ("SELECT a.id FROM adapters a JOIN bases b ON b.id = a.base_id LEFT JOIN evaluations e ON "
+           "e.node_id = a.id AND e.evaluator = ? AND e.eval_set_sha256 = ? AND e.settings_sha256 = ? "
+           "LEFT JOIN eval_metrics m ON m.evaluation_id = e.id AND m.name = ? WHERE 1=1")
+    params: list = [key.evaluator, key.eval_set_sha256, key.settings_sha256, choice.metric]
+    if base:
+        sql, params = sql + " AND b.name = ?", params + [base]
+    if stage:
+        sql, params = sql + " AND a.stage = ?", params + [stage]
+    order = "DESC" if choice.higher_is_better else "ASC"
+    sql += f" ORDER BY m.value IS NULL, m.value {order}, a.created_at DESC, a.id DESC"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    adapters = [registry.adapter_by_id(r["id"]) for r in registry.query(sql, params)]
+    return adapters, (choice, evalstore.metric_values(registry, choice, [a["id"] for a in adapters]))
+
+
+def _with_metric(out: dict, adapter: dict, metric) -> dict:
+    if metric is not None:
+        out["metric"] = {"name": metric[0].name, "value": metric[1].get(adapter["id"])}
+    return out
 
 
 @click.command("show")
@@ -182,29 +218,78 @@ def _show_base(base: dict, as_json: bool) -> None:
               help="Follow the link from each adapter to the base it was trained on.")
 @click.option("--depth", type=click.IntRange(min=0), default=30, show_default=True,
               help="Levels drawn in each direction; 0 draws all (--json always has all).")
+@click.option("--metric", metavar="NAME",
+              help="Show each node's value of a recorded evaluation metric (e.g. preference.accuracy) "
+                   "and its change from its parent.")
 @pass_state
-def lineage_cmd(state: State, ref, as_json, bases, depth):
+def lineage_cmd(state: State, ref, as_json, bases, depth, metric):
     """Draw the ancestors and descendants of REF (an adapter ref or a base name)."""
     registry = state.registry
+    node = registry.node(ref)
+    choice = None
+    if metric:
+        from .. import evalstore
+
+        choice = evalstore.choose_metric(registry, metric, node_id=node["id"])
+        echo_err(f"{choice.describe()}; in brackets: the change from the parent")
     if as_json:
-        node = registry.node(ref)
-        echo_json({"node": {"ref": node["ref"], "kind": node["kind"]},
-                   "ancestors": [render.edge_json(e) for e in registry.ancestors(node["id"], bases=bases)],
-                   "descendants": [render.edge_json(e) for e in registry.descendants(node["id"], bases=bases)]})
+        ancestors = registry.ancestors(node["id"], bases=bases)
+        descendants = registry.descendants(node["id"], bases=bases)
+        out = {"node": {"ref": node["ref"], "kind": node["kind"]},
+               "ancestors": [render.edge_json(e) for e in ancestors],
+               "descendants": [render.edge_json(e) for e in descendants]}
+        if choice is not None:
+            out["metric"] = _metric_json(registry, choice, node, ancestors + descendants)
+        echo_json(out)
         return
-    console().print(lineage_tree(registry, ref, bases=bases, depth=depth))
+    console().print(lineage_tree(registry, ref, bases=bases, depth=depth, metric=choice))
 
 
-def lineage_tree(registry: Registry, ref: str, *, bases: bool = True, depth: int = 30):
-    """The rich Tree that `adaptr lineage REF` prints (also used by `adaptr demo`)."""
+def _metric_json(registry: Registry, choice, node: dict, edges: list[dict]) -> dict:
+    from .. import evalstore
+
+    refs = {node["id"]: node["ref"]}
+    for edge in edges:
+        refs[edge["child"]], refs[edge["parent"]] = edge["child_ref"], edge["parent_ref"]
+    found = evalstore.deltas(registry, choice, refs)
+    values = {refs[nid]: {"value": d["value"], "parent": refs.get(d["parent_id"]) if d["parent_id"] else None,
+                          "delta": d["delta"]} for nid, d in found.items()}
+    return {"name": choice.name, "eval_set": choice.eval_set, "evaluator": choice.key.evaluator,
+            "eval_set_sha256": choice.key.eval_set_sha256, "settings_sha256": choice.key.settings_sha256,
+            "higher_is_better": choice.higher_is_better, "values": values}
+
+
+def lineage_tree(registry: Registry, ref: str, *, bases: bool = True, depth: int = 30, metric=None):
+    """The rich Tree that `adaptr lineage REF` prints (also used by `adaptr demo`).
+
+    With ``metric`` (an :class:`adaptr.evalstore.MetricChoice`), each node drawn also shows its
+    value and, in brackets, the change from its parent.
+    """
     node = registry.node(ref)
     ancestors = registry.ancestors(node["id"], bases=bases)
     descendants = registry.descendants(node["id"], bases=bases)
     ids = {node["ref"]: node["id"]}
     for edge in ancestors + descendants:
         ids[edge["child_ref"]], ids[edge["parent_ref"]] = edge["child"], edge["parent"]
-    return render.lineage_tree(node, ancestors, descendants, max_depth=depth,
-                               label_for=lambda refs: _labels(registry, {ids[r] for r in refs}))
+
+    def label_for(refs):
+        labels = _labels(registry, {ids[r] for r in refs})
+        if metric is not None:
+            _add_metric(registry, metric, labels, {r: ids[r] for r in refs})
+        return labels
+
+    return render.lineage_tree(node, ancestors, descendants, max_depth=depth, label_for=label_for)
+
+
+def _add_metric(registry: Registry, choice, labels: dict[str, str], ids: dict[str, int]) -> None:
+    from .. import evalstore
+
+    found = evalstore.deltas(registry, choice, ids.values())
+    for ref, node_id in ids.items():
+        if node_id in found:
+            d = found[node_id]
+            change = f" ({render.delta_text(d['delta'], choice.higher_is_better)})" if d["delta"] is not None else ""
+            labels[ref] = f"{labels.get(ref, '')} · {choice.metric} {render.metric_text(d['value'])}{change}"
 
 
 def _labels(registry: Registry, ids: set[int]) -> dict[str, str]:

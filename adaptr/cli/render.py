@@ -64,10 +64,41 @@ def columns(headers: tuple[str, ...], rows: list[list[str]], *, bold: bool = Fal
     return "\n".join([click.style(header, bold=True) if bold else header, *lines])
 
 
-def adapters_table(adapters: list[dict], *, bold: bool = False) -> str:
+def adapters_table(adapters: list[dict], *, bold: bool = False,
+                   metric: tuple[str, dict[int, float]] | None = None) -> str:
+    """The `adaptr ls` table; ``metric`` (name, values by adapter id) adds a column."""
     rows = [[a["ref"], a["base"], a["stage"], a["status"], parents_text(a["parents"]),
              ", ".join(a["aliases"]), short_time(a["created_at"])] for a in adapters]
-    return columns(("REF", "BASE", "STAGE", "STATUS", "PARENTS", "ALIASES", "CREATED"), rows, bold=bold)
+    headers = ("REF", "BASE", "STAGE", "STATUS", "PARENTS", "ALIASES", "CREATED")
+    if metric is not None:
+        name, values = metric
+        headers += (name.upper(),)
+        for row, adapter in zip(rows, adapters):
+            row.append(metric_text(values.get(adapter["id"])))
+    return columns(headers, rows, bold=bold)
+
+
+def metric_text(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+    return str(value)
+
+
+def delta_text(delta, higher_is_better: bool | None) -> str:
+    """``+0.1250``, with ``better``/``worse`` when the metric's direction is known."""
+    if delta is None:
+        return "-"
+    text = f"{delta:+.4f}"
+    if higher_is_better is None or delta == 0:
+        return text
+    return f"{text}, {'better' if (delta > 0) == higher_is_better else 'worse'}"
+
+
+def one_line(value, width: int) -> str:
+    text = " ".join(str(value if value is not None else "").split())
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def bases_table(bases: list[dict], *, bold: bool = False) -> str:

@@ -310,7 +310,11 @@ def train(ctx: StageContext, resume_from: str | Path | None = None) -> dict | No
         eval_metrics = built.trainer.evaluate()
         ctx.progress(built.trainer.state.global_step, built.trainer.state.max_steps,
                      metrics={k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))})
-    return _publish(ctx, plan, built, output, eval_metrics, wall, derived)
+    version = _publish(ctx, plan, built, output, eval_metrics, wall, derived)
+    from ..evals import record_training_eval
+
+    record_training_eval(ctx, version)  # --eval-data results land in the evaluations table
+    return version
 
 
 def _derived_base(ctx: StageContext) -> dict:

@@ -54,3 +54,21 @@ def test_launch_form(lineage_registry, toy_stage, snap_compare):
         await settle(pilot)
 
     assert snap_compare(app_for(lineage_registry), terminal_size=SIZE, run_before=run_before)
+
+
+def test_evals_tab(lineage_registry, snap_compare):
+    from .test_evals_view import _with_results
+
+    _with_results(lineage_registry)
+
+    async def run_before(pilot):
+        await settle(pilot)
+        pilot.app.screen.select_ref("dpo-v1")
+        await settle(pilot)
+        await pilot.press("e")
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#eval-table")
+        table.move_cursor(row=1)  # preference accuracy: charted and shown in the lineage tree
+        await settle(pilot)
+
+    assert snap_compare(app_for(lineage_registry), terminal_size=SIZE, run_before=run_before)

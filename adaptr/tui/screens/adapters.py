@@ -16,7 +16,9 @@ from ...errors import AdaptrError
 from .. import data
 from ..widgets.footer import KeyFooter
 from ..widgets.adapter_table import AdapterTable
+from .. import evaldata
 from ..widgets.detail import AdapterDetailPane
+from ..widgets.evals import EvalsPanel
 from ..widgets.lineage import LineageTree
 
 FILTER_HELP = "filter: words, or base:NAME stage:NAME status:NAME name:NAME"
@@ -32,6 +34,7 @@ class AdaptersScreen(Screen):
         Binding("p", "app.push", "Push"),
         Binding("m", "app.merge", "Merge"),
         Binding("t", "focus_lineage", "Lineage"),
+        Binding("e", "show_evals", "Evals"),
     ]
 
     def __init__(self) -> None:
@@ -44,6 +47,7 @@ class AdaptersScreen(Screen):
         self._filter_timer: Timer | None = None
         self._pending_id: int | None = None
         self._pending_call = None  # a selection asked for before the view was mounted
+        self.metric_choice = None  # the metric chosen in the Evals tab, shown in the lineage tree
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -165,6 +169,26 @@ class AdaptersScreen(Screen):
         self.selected = detail.adapter
         self.query_one(AdapterDetailPane).show(detail)
         self.query_one(LineageTree).show(detail.adapter, ancestors, descendants)
+        self._annotate_lineage()
+
+    @on(EvalsPanel.MetricChosen)
+    def _metric_chosen(self, event: EvalsPanel.MetricChosen) -> None:
+        self.metric_choice = event.choice
+        self._annotate_lineage()
+
+    def _annotate_lineage(self) -> None:
+        """The chosen metric's value and change from the parent beside each node of the tree."""
+        if self.metric_choice is None or self.selected is None:
+            return
+        tree = self.query_one(LineageTree)
+        ids = {self.selected["id"]}
+        stack = [tree.root]
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children)
+            if node.data is not None and node.data.id is not None:
+                ids.add(node.data.id)
+        tree.annotate(evaldata.annotations(self.registry, self.metric_choice, ids))
 
     def select_ref(self, ref: str) -> None:
         """Show version ``ref``: find its row (loading pages, or clearing the filter if needed)."""
@@ -230,3 +254,7 @@ class AdaptersScreen(Screen):
 
     def action_focus_lineage(self) -> None:
         self.query_one(LineageTree).focus()
+
+    def action_show_evals(self) -> None:
+        """Open the Evals tab: results, their chart along the chain, generations beside the parent's."""
+        self.query_one(AdapterDetailPane).query_one("TabbedContent").active = "tab-evals"

@@ -1,4 +1,5 @@
-"""Detail panes: one adapter version (overview, config, metrics with its loss curve, files)."""
+"""Detail panes: one adapter version (overview, config, metrics with its loss curve, evaluations,
+files)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from .. import data
+from .evals import EvalsPanel
 from .loss_plot import LossPlot
 
 
@@ -46,7 +48,7 @@ def parents_text(parents: list[dict]) -> Text:
 
 
 class AdapterDetailPane(Vertical):
-    """The selected adapter version, in four tabs.
+    """The selected adapter version, in five tabs.
 
     Only the Overview tab is built at start-up; the others are mounted the first time they are
     shown (fewer widgets to style before the first frame), then kept up to date.
@@ -63,6 +65,7 @@ class AdapterDetailPane(Vertical):
                 yield VerticalScroll(Static(id="overview"))
             yield TabPane("Config", id="tab-config")
             yield TabPane("Metrics", id="tab-metrics")
+            yield TabPane("Evals", id="tab-evals")
             yield TabPane("Files", id="tab-files")
 
     async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -100,6 +103,8 @@ class AdapterDetailPane(Vertical):
             pane.query_one("#metrics", Static).update(
                 kv_table(scalar) if scalar else Text("no final metrics recorded", style="dim"))
             pane.query_one(LossPlot).plot(detail.loss if detail else [])
+        elif pane_id == "tab-evals":
+            pane.query_one(EvalsPanel).show(self.app.registry, detail.adapter["id"] if detail else None)
         elif pane_id == "tab-files":
             _show_files(pane.query_one("#files", DataTable), detail)
 
@@ -114,6 +119,7 @@ def _files_table() -> DataTable:
 _PANE_CONTENT = {
     "tab-config": lambda: [VerticalScroll(Static(id="config"))],
     "tab-metrics": lambda: [VerticalScroll(LossPlot(id="loss-plot"), Static(id="metrics"))],
+    "tab-evals": lambda: [EvalsPanel(id="evals")],
     "tab-files": lambda: [_files_table()],
 }
 

@@ -19,6 +19,7 @@ RELATION_LABEL = {"base": "trained on"}
 class LineageNode:
     kind: str  # "adapter" or "base"
     ref: str
+    id: int | None = None  # the registry node id
 
 
 class LineageTree(Tree[LineageNode]):
@@ -33,14 +34,16 @@ class LineageTree(Tree[LineageNode]):
         super().__init__("lineage", **kwargs)
         self.show_root = True
         self._count = 0
+        self._plain: dict[int, Text] = {}  # tree node id -> label before annotation
 
     def show(self, node: dict, ancestors: list[dict], descendants: list[dict]) -> None:
         """Rebuild for ``node`` (an adapter or base record) from its lineage edges."""
         self.clear()
         self._count = 0
         self._expanded: set[tuple[str, int]] = set()
+        self._plain = {}
         self.root.set_label(_label(node["ref"], node["kind"], None, bold=True))
-        self.root.data = LineageNode(node["kind"], node["ref"])
+        self.root.data = LineageNode(node["kind"], node["ref"], node["id"])
         up = self.root.add("ancestors", expand=True, allow_expand=bool(ancestors))
         parents: dict[int, list[dict]] = {}
         for edge in ancestors:
@@ -67,7 +70,7 @@ class LineageTree(Tree[LineageNode]):
                 return
             self._count += 1
             other = edge[key]
-            item = LineageNode(edge[f"{key}_kind"], edge[f"{key}_ref"])
+            item = LineageNode(edge[f"{key}_kind"], edge[f"{key}_ref"], other)
             label = _label(item.ref, item.kind, RELATION_LABEL.get(edge["relation"], edge["relation"]))
             if other not in edges:
                 branch.add_leaf(label, data=item)
@@ -76,6 +79,21 @@ class LineageTree(Tree[LineageNode]):
             else:
                 child = branch.add(label, data=item, expand=True)
                 self._grow(child, other, edges, key=key)
+
+    def annotate(self, texts: dict[int, str]) -> None:
+        """Append ``texts[node id]`` (a metric and its change) to each node's label; {} clears."""
+        stack = [self.root]
+        while stack:
+            tree_node = stack.pop()
+            stack.extend(tree_node.children)
+            data = tree_node.data
+            if data is None or data.id is None:
+                continue
+            plain = self._plain.setdefault(tree_node.id, tree_node.label.copy())
+            label = plain.copy()
+            if data.id in texts:
+                label.append(f"  {texts[data.id]}", style="yellow")
+            tree_node.set_label(label)
 
     def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
         event.stop()
