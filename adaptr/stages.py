@@ -330,8 +330,8 @@ def _check_request(request: StageRequest) -> None:
         raise UsageError(f"--eval-fraction {fraction!r} is not a fraction between 0 and 1",
                          "e.g. --eval-fraction 0.1 holds out a tenth of --data")
     steps = request.save_steps
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise UsageError(f"--save-steps {steps!r} is not a positive number of steps", "e.g. --save-steps 100")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+        raise UsageError(f"--save-steps {steps!r} is not a number of steps", "e.g. --save-steps 100 (0: never)")
     for key in ("base", "parent", "data", "eval_data", "name", "quantize"):
         if getattr(request, key) is not None and not isinstance(getattr(request, key), str):
             raise UsageError(f"{key} must be text, not {getattr(request, key)!r}", f"check the recipe's {key}")

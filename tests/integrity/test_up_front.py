@@ -38,7 +38,7 @@ BAD_SETTINGS = {
     "set without =": (["--set", "learning_rate"], "is not key=value"),
     "eval fraction above 1": (["--eval-fraction", "1.5"], "--eval-fraction 1.5 is not a fraction"),
     "NaN eval fraction": (["--eval-fraction", "nan"], "is not a fraction"),
-    "zero save steps": (["--save-steps", "0"], "--save-steps 0 is not a positive number"),
+    "negative save steps": (["--save-steps", "-2"], "--save-steps -2 is not a number of steps"),
     "unknown option": (["--lerning-rate", "1"], "No such option '--lerning-rate'"),
     "mode without --from": (["--mode", "stack"], "--mode stack needs --from REF"),
     "unknown base": (["--base", "nope"], "unknown base 'nope'"),
