@@ -18,7 +18,6 @@ from . import migrations as migrations_mod
 from .errors import ConflictError, IntegrityError, NotFoundError, UsageError
 
 APPLICATION_ID = 0x41445054  # "ADPT"
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _RESTORE = "restore adaptr.db from a backup; adaptr has changed nothing"
 
 
@@ -78,13 +77,11 @@ def _connect(db_path: Path) -> sqlite3.Connection:
 
 
 def _check_header(db_path: Path) -> None:
-    with open(db_path, "rb") as fh:
-        head = fh.read(len(_SQLITE_MAGIC))
-    if not head:
+    # Never open() the file itself: closing any descriptor of it drops every POSIX lock this
+    # process holds on it, including those of SQLite connections in other threads (the TUI's),
+    # which corrupts a database in WAL mode (sqlite.org/howtocorrupt.html, section 2.2).
+    if db_path.stat().st_size == 0:
         raise UsageError(f"{db_path} is not an adaptr registry (any more): the file is empty", _RESTORE)
-    if head != _SQLITE_MAGIC:
-        raise UsageError(f"{db_path} is not an adaptr registry: it is not an SQLite database",
-                         "point --registry at a directory made by `adaptr init`")
 
 
 def _check_identity(conn: sqlite3.Connection, db_path: Path) -> None:
@@ -92,6 +89,9 @@ def _check_identity(conn: sqlite3.Connection, db_path: Path) -> None:
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         applied = _applied_migrations(conn)
     except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+        if "file is not a database" in str(exc):
+            raise UsageError(f"{db_path} is not an adaptr registry: it is not an SQLite database",
+                             "point --registry at a directory made by `adaptr init`") from None
         raise UsageError(f"{db_path} is not an adaptr registry, or is damaged ({exc})", _RESTORE) from None
     ours = application_id == APPLICATION_ID or (application_id == 0 and applied)
     if not ours:

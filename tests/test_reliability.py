@@ -1,6 +1,7 @@
 """Concurrent writers and readers, and crashes between writing files and recording rows."""
 
 import json
+import sqlite3
 import os
 import subprocess
 import sys
@@ -210,3 +211,24 @@ def test_staging_pid_check_is_not_fooled_by_age(registry):
     mine.mkdir()
     os.utime(mine, (time.time() - 86400, time.time() - 86400))
     assert collect_garbage(registry) == [] and mine.exists()
+
+
+def _posix_locks_on(path, pid) -> list[str]:
+    inode = str(os.stat(path).st_ino)
+    return [line for line in open("/proc/locks").read().splitlines()
+            if line.split()[4] == str(pid) and line.split()[5].rsplit(":", 1)[-1] == inode]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
+def test_opening_another_registry_keeps_this_processes_sqlite_locks(registry):
+    """Opening a registry must not open() adaptr.db itself: closing that descriptor would drop
+    every POSIX lock this process holds on the file, the SQLite read locks of other connections
+    (the TUI's threads) included, and let another process change the file under them."""
+    reader = sqlite3.connect(registry.db_path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM runs").fetchone()  # a read transaction: a shared lock
+    held = _posix_locks_on(registry.db_path, os.getpid())
+    assert held
+    Registry(registry.db_path).close()
+    assert _posix_locks_on(registry.db_path, os.getpid()) == held
+    reader.close()
