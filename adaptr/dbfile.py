@@ -17,7 +17,7 @@ from pathlib import Path
 from . import migrations as migrations_mod
 from .errors import ConflictError, IntegrityError, NotFoundError, UsageError
 
-APPLICATION_ID = 0x41445054  # "ADPT"
+APPLICATION_ID = migrations_mod.APPLICATION_ID
 _RESTORE = "restore adaptr.db from a backup; adaptr has changed nothing"
 
 

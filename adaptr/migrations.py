@@ -12,6 +12,7 @@ import sqlite3
 from typing import Callable
 
 MIGRATION_SET = "adaptr"
+APPLICATION_ID = 0x41445054  # "ADPT", in SQLite's application_id header field (see dbfile.py)
 _steps: list[Callable] = []
 
 
@@ -171,8 +172,6 @@ def m002_identity_and_integrity(db):
     ``application_id`` (the header field SQLite reserves for this) and the migrations table
     together identify a registry (see dbfile.py).
     """
-    from .dbfile import APPLICATION_ID
-
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     _run_script(db, """
         -- an artifact directory about to be placed, recorded (and committed) before it is: a
