@@ -29,6 +29,8 @@ _PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>A|B)(?:\.[^.]+)?\.weight$")
 _LORA_EMBEDDING = re.compile(r"^(?P<module>.+)\.lora_embedding_(?P<part>A|B)(?:\.[^.]+)?$")
 _RESAVE = "load it with PEFT and save it with save_pretrained(dir, safe_serialization=True)"
+# Initialisations that rewrite the base weights (W - B·A); such an adapter fits only that base.
+BASE_ALTERING_INITS = ("pissa", "olora", "corda", "loftq")
 
 
 @dataclass
@@ -45,10 +47,9 @@ class AdapterDir:
 
 def read_adapter_dir(path: Path | str) -> AdapterDir:
     """Read and check the files of a PEFT LoRA directory (not yet against a base)."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise NotFoundError(f"{path} is not a directory", "pass the folder that save_pretrained wrote")
+    path = _adapter_root(Path(path).expanduser())
     config = _read_config(path)
+    _refuse_base_altering_init(path, config)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         if (path / PICKLED_WEIGHTS).is_file():
@@ -64,6 +65,30 @@ def read_adapter_dir(path: Path | str) -> AdapterDir:
     files, skipped = _importable_files(path)
     return AdapterDir(path=path, config=config, tensors=tensors, files=files, skipped=skipped,
                       record=_read_record(path))
+
+
+def _adapter_root(path: Path) -> Path:
+    """The folder holding the adapter: ``path``, or the one subfolder PEFT wrote for an adapter
+    saved under a name other than ``default`` (``save_pretrained(dir)`` puts it in ``dir/NAME``)."""
+    if not path.is_dir():
+        raise NotFoundError(f"{path} is not a directory", "pass the folder that save_pretrained wrote")
+    if (path / CONFIG_FILE).is_file():
+        return path
+    named = [child for child in sorted(path.iterdir()) if (child / CONFIG_FILE).is_file()]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise UsageError(f"{path} holds {len(named)} named adapters ({', '.join(c.name for c in named)})",
+                         f"import one of them, e.g. {named[0]}")
+    return path
+
+
+def _refuse_base_altering_init(path: Path, config: dict) -> None:
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(BASE_ALTERING_INITS):
+        raise UsageError(f"{path} was initialised with init_lora_weights={init}, which rewrites the base "
+                         "weights: it only fits the base PEFT modified", "save it converted to a plain LoRA: "
+                         "save_pretrained(out, path_initial_model_for_weight_conversion=...) and import out")
 
 
 def _read_config(path: Path) -> dict:
@@ -216,14 +241,14 @@ def import_adapter(registry: Registry, path: Path | str, *, base: str, name: str
               file=sys.stderr)
     else:
         check_against_base(adapter, tensors, base)
-    record = {"imported_from": str(path.resolve()),
+    record = {"imported_from": str(adapter.path.resolve()),
               "base_model_name_or_path": adapter.config.get("base_model_name_or_path"),
               "skipped_files": adapter.skipped}
     stage = adapter.record.get("stage")
     stage = stage if isinstance(stage, str) and NAME_RE.match(stage) else "import"
     with registry.store.staging("import") as staged:
         for file_name in adapter.files:
-            shutil.copyfile(path / file_name, staged / file_name)
+            shutil.copyfile(adapter.path / file_name, staged / file_name)
         crash_point("after-stage")
         version = registry.publish_adapter(
             staged, name=name or default_name(path), base=base, stage=stage,
