@@ -201,13 +201,17 @@ def _shape_problem(key: str, part: str, shape: list[int], base_shape: list[int],
         # Convolutions and other layouts: only the rank dimension is checked.
         rank_dim = shape[0] if part == "A" else (shape[1] if len(shape) > 1 else None)
         return None if rank_dim == rank else f"{key} has rank {rank_dim}, the config says r={rank}"
-    out_features, in_features = base_shape
-    # GPT-2's Conv1D stores [in, out]; an embedding's factors are A [r, num] and B [dim, r].
-    if fan_in_fan_out or "lora_embedding_" in key:
-        in_features, out_features = base_shape
-    want = [rank, in_features] if part == "A" else [out_features, rank]
-    if list(shape) != want:
-        return f"{key} is {list(shape)}, expected {want} for r={rank}"
+    # GPT-2's Conv1D stores [in, out]; an embedding's factors are A [r, num] and B [dim, r]. PEFT
+    # picks the layout by layer type (GPT-2's lm_head is a Linear under fan_in_fan_out=true), so a
+    # tensor fits if it fits the layout the config names, or else the other one.
+    transposed = fan_in_fan_out or "lora_embedding_" in key
+    layouts = [transposed] if "lora_embedding_" in key else [transposed, not transposed]
+    wants = []
+    for flipped in layouts:
+        in_features, out_features = base_shape if flipped else base_shape[::-1]
+        wants.append([rank, in_features] if part == "A" else [out_features, rank])
+    if list(shape) not in wants:
+        return f"{key} is {list(shape)}, expected {wants[0]} for r={rank}"
     return None
 
 
@@ -215,7 +219,24 @@ def base_tensors(base: dict) -> dict[str, dict] | None:
     """Tensor headers of a registered base, or None when it has no local files."""
     if not base.get("path") or not Path(base["path"]).is_dir():
         return None
-    return model_tensors(Path(base["path"])) or None
+    tensors = model_tensors(Path(base["path"]))
+    return _with_tied_head(tensors, Path(base["path"])) if tensors else None
+
+
+def _with_tied_head(tensors: dict[str, dict], base_dir: Path) -> dict[str, dict]:
+    """A base that ties ``lm_head`` to its input embedding stores only the embedding; an adapter
+    may still target ``lm_head``, whose weight is then the embedding's."""
+    try:
+        config = json.loads((base_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return tensors
+    if not config.get("tie_word_embeddings") or "lm_head.weight" in tensors:
+        return tensors
+    vocab = config.get("vocab_size")
+    embeddings = [k for k, v in tensors.items() if len(v["shape"]) == 2 and v["shape"][0] == vocab]
+    if len(embeddings) == 1:
+        tensors = {**tensors, "lm_head.weight": tensors[embeddings[0]]}
+    return tensors
 
 
 # -- importing -----------------------------------------------------------------------------

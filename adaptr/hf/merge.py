@@ -191,6 +191,9 @@ def _lora_update(index: int, module: str, parts: dict, header: dict, config: dic
         if len(a) != 2 or len(b) != 2:
             raise UsageError(f"{label}: {module} is not a linear layer (shapes {a}, {b})",
                              "the streaming merge handles Linear and Embedding LoRA layers")
+        layouts = {True: [a[1], b[0]], False: [b[0], a[1]]}  # fan_in_fan_out -> base weight shape
+        if list(base_entry["shape"]) != layouts[fan] and list(base_entry["shape"]) == layouts[not fan]:
+            fan = not fan  # PEFT picks the layout by layer type: GPT-2's lm_head is a Linear
         expected = [a[1], b[0]] if fan else [b[0], a[1]]
         kind = "dora" if "m" in parts else "lora"
         keys = (parts["A"], parts["B"]) + ((parts["m"],) if "m" in parts else ())
@@ -316,7 +319,8 @@ def _apply(weight, updates: list[Update], adapters: list[dict]):
             weight = original = tensors[update.keys[0]].clone()
             continue
         a, b = tensors[update.keys[0]], tensors[update.keys[1]]
-        transposed = update.fan_in_fan_out != (update.kind == "embedding")
+        # An embedding's ΔW is (B·A)ᵀ whatever fan_in_fan_out says (PEFT's Embedding ignores it).
+        transposed = update.kind == "embedding" or update.fan_in_fan_out
         if update.kind != "dora":
             if weight is original and len(updates) > 1:
                 original = original.clone()  # a later DoRA update needs the unmerged weight
