@@ -8,6 +8,7 @@ real function still runs): its logits on a probe and the adapter tensors it star
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,10 @@ def groups(tmp_path_factory, family_bases, data_files):
 
     def get(family: str, config: str) -> Group:
         if (family, config) not in made:
+            # Each training starts with accelerate's gc.collect(), whose cost grows with everything
+            # this long session holds; objects alive now are moved out of its way.
+            gc.collect()
+            gc.freeze()
             root = tmp_path_factory.mktemp(f"{family}-{config}")
             made[(family, config)] = Group(family, config, root, family_bases(family), data_files)
         return made[(family, config)]

@@ -231,16 +231,16 @@ def table() -> str:
             row = [marks[outcome(family.name, config.name, op).kind] for op in OPS]
             lines.append(f"| `{config.name}` | " + " | ".join(row) + " |")
         lines.append("")
-    lines += ["## Refusals", "", "| configuration | operations | error says |", "|---|---|---|"]
-    seen: dict[tuple[str, str], list[str]] = {}
+    lines += ["## Refused up front", "",
+              "Each refusal is one line on stderr with a hint, exit code 2, nothing written.", "",
+              "| configuration | operations (families) | the error says |", "|---|---|---|"]
+    refusals: dict[tuple[str, str], dict[str, list[str]]] = {}
     for cell in ALL_CELLS:
-        result = cell.expected
-        if result.kind == "refused":
-            seen.setdefault((cell.config, result.reason), [])
-            label = f"{cell.op} ({cell.family})"
-            if label not in seen[(cell.config, result.reason)]:
-                seen[(cell.config, result.reason)].append(label)
-    for (config, reason), where in seen.items():
-        lines.append(f"| `{config}` | {', '.join(where)} | “{reason}” |")
+        if cell.expected.kind == "refused":
+            ops = refusals.setdefault((cell.config, cell.expected.reason), {})
+            ops.setdefault(cell.op, []).append(cell.family)
+    for (config, reason), ops in refusals.items():
+        where = ", ".join(f"`{op}` ({'/'.join(fams)})" for op, fams in ops.items())
+        lines.append(f"| `{config}` | {where} | {reason} |")
     lines.append("")
     return "\n".join(lines)
