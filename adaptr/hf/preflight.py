@@ -125,17 +125,39 @@ def trainer_args(ctx, kind: str, has_eval: bool, output_dir: str | Path):
         return TrainerClass, ArgsClass(**kwargs)
 
 
+def check_trainer_rules(kind: str, args) -> None:
+    """Settings TRL's trainers only check once built (the model loaded) or mid-training."""
+    if kind != "dpo":
+        return
+    known = _declared_choices(type(args), "loss_type")
+    unknown = [t for t in args.loss_type if known and t not in known]
+    if unknown:
+        raise UsageError(f"loss_type {unknown[0]!r} is not a loss TRL's DPOTrainer knows",
+                         f"use one of {', '.join(known)}")
+    if "exo_pair" in args.loss_type and args.label_smoothing == 0.0:
+        raise UsageError("loss_type exo_pair needs label_smoothing > 0", "the EXO paper uses --label-smoothing 0.001")
+
+
+def _declared_choices(config_class, name: str) -> list[str]:
+    """The values a TRL config field's help text lists as `'possible'` (empty if it lists none)."""
+    import re
+
+    help_text = config_class.__dataclass_fields__[name].metadata.get("help", "")
+    return re.findall(r"`'([A-Za-z0-9_]+)'`", help_text)
+
+
 # -- data through the tokenizer ----------------------------------------------------------------
 
 
 def check_tokenization(tokenizer, kind: str, config, data) -> None:
     """Apply the tokenizer (and chat template) to the first rows, as TRL's trainers will."""
     assistant_only = bool(getattr(config, "assistant_only_loss", False))
+    template = _training_template(tokenizer, data.rows[0]) if assistant_only else None
     numbers = data.row_numbers or list(range(1, len(data.rows) + 1))
     for row, number in list(zip(data.rows, numbers))[:_ROWS_CHECKED]:
         where = f"{data.path}: row {number}"
         try:
-            masks = _tokenize_row(tokenizer, kind, row, assistant_only)
+            masks = _tokenize_row(tokenizer, kind, row, assistant_only, template)
         except AdaptrError:
             raise
         except Exception as exc:  # jinja2 template errors, a missing chat template, bad content
@@ -147,10 +169,26 @@ def check_tokenization(tokenizer, kind: str, config, data) -> None:
                              "the chat template needs {% generation %} marks; or drop assistant_only_loss")
 
 
-def _tokenize_row(tokenizer, kind: str, row: dict, assistant_only: bool):
+def _training_template(tokenizer, first_row: dict) -> str | None:
+    """The chat template SFTTrainer masks assistant tokens with (TRL patches known templates)."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if not any(isinstance(v, list) for v in first_row.values()):
+        raise UsageError("assistant_only_loss needs conversational rows (lists of messages)",
+                         "drop assistant_only_loss, or give messages rows")
+    if has_generation_markers(tokenizer.chat_template or ""):
+        return None
+    with refused("assistant_only_loss: TRL has no training version of this base's chat template",
+                 "give the base a chat template with {% generation %} marks, or drop assistant_only_loss"):
+        return get_training_chat_template(processing_class=tokenizer)
+
+
+def _tokenize_row(tokenizer, kind: str, row: dict, assistant_only: bool, template: str | None = None):
     """Token ids of one row the way TRL builds them; the assistant mask when asked for it."""
     def encode(value, **kwargs):
         if isinstance(value, list):
+            if template:
+                kwargs["chat_template"] = template
             out = tokenizer.apply_chat_template(value, tokenize=True, return_dict=True, **kwargs)
         else:
             out = tokenizer(text=value)

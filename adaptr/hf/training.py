@@ -59,6 +59,7 @@ def check(ctx: StageContext) -> Plan:
     if mode == "stack":
         preflight.refuse_stacking(plan.frozen, ctx.config)
     plan.trainer_class, plan.args = preflight.trainer_args(ctx, kind, bool(plan.eval_rows), _PENDING_DIR)
+    preflight.check_trainer_rules(kind, plan.args)
     if mode != "continue":
         plan.lora = preflight.lora_config(ctx.config)
     from . import loading
