@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
+import math
 import resource
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,17 +96,27 @@ def base_parameters(model, owned=frozenset()) -> dict:
 
 def _sample(data):
     """Deterministic sampled elements of a tensor: one per row and one per column of a matrix."""
+    flat = data.reshape(-1)
+    if flat.numel() <= _WHOLE:
+        return flat
+    return flat.index_select(0, _sample_index(tuple(data.shape), str(data.device)))
+
+
+_WHOLE = 65536  # vectors (norms, biases) up to this size are taken whole
+
+
+@functools.lru_cache(maxsize=512)
+def _sample_index(shape: tuple[int, ...], device: str):
+    """Flat positions: for each row a column, for each column a row, spread by two primes.
+    Built once per shape (index_select with it is fast; fancy indexing is not, on CPU threads)."""
     import torch
 
-    if data.dim() == 0:
-        return data.reshape(1)
-    if data.dim() == 1:
-        return data if data.numel() <= 65536 else data[:: data.numel() // 65536 + 1]
-    rows = data.reshape(data.shape[0], -1)
-    n_rows, n_cols = rows.shape
-    r = torch.arange(n_rows, device=data.device)
-    c = torch.arange(n_cols, device=data.device)
-    return torch.cat([rows[r, (r * 7919 + 13) % n_cols], rows[(c * 104729 + 17) % n_rows, c]])
+    numel = math.prod(shape)
+    if len(shape) == 1:
+        return torch.arange(0, numel, numel // _WHOLE + 1, device=device)
+    n_rows, n_cols = shape[0], numel // shape[0]
+    r, c = torch.arange(n_rows, device=device), torch.arange(n_cols, device=device)
+    return torch.cat([r * n_cols + (r * 7919 + 13) % n_cols, ((c * 104729 + 17) % n_rows) * n_cols + c])
 
 
 def plain_name(name: str) -> str:
