@@ -25,7 +25,7 @@ FAST = {"max_steps": 1, "per_device_train_batch_size": 2, "logging_steps": 1, "m
         "learning_rate": 1e-2, "lora_dropout": 0.0, "seed": 0}
 LORA = {"r": 4, "lora_alpha": 8}
 PROBE = [[1, 40, 41, 42, 57, 90, 120, 7, 3, 200]]
-CAUGHT: dict[str, dict] = {}  # version ref -> {"logits", "initial"} at the end of training
+CAUGHT: dict[str, dict] = {}  # version path -> {"logits", "initial"} at the end of training
 
 
 def probe_logits(model):
@@ -51,7 +51,7 @@ def _catch_end_of_training():
     def spy(ctx, plan, built, *args):
         logits = probe_logits(built.model)
         version = original(ctx, plan, built, *args)
-        CAUGHT[version["ref"]] = {"logits": logits, "initial": built.initial_adapter}
+        CAUGHT[version["path"]] = {"logits": logits, "initial": built.initial_adapter}
         return version
 
     patch = pytest.MonkeyPatch()
@@ -117,16 +117,17 @@ class Group:
         return CONFIG[self.config].settings(FAMILIES[self.family])
 
     def request(self, op: str) -> StageRequest:
-        """The stage request an operation makes (``sft``, ``dpo``, the modes from P)."""
+        """The stage request an operation makes (``sft``, ``dpo``, the modes from P). Versions are
+        named ``c.OP``: refs with a dot, which PEFT adapter names may not have."""
         kind = "dpo" if op in ("dpo", "dpo-continue", "merge-mode") else "sft"
         data = str(self.data[kind])
         if op in ("sft", "dpo"):
-            return StageRequest(stage=kind, base="base", data=data, name=op,
+            return StageRequest(stage=kind, base="base", data=data, name=f"c.{op}",
                                 config={**FAST, **LORA, **self.settings})
         mode = {"continue": "continue", "dpo-continue": "continue", "stack": "stack",
                 "merge-mode": "merge"}[op]
         return StageRequest(stage=kind, parent=self.artifact("P")["ref"], mode=mode, data=data,
-                            name=op, config=dict(FAST))
+                            name=f"c.{op}", config=dict(FAST))
 
     def train(self, op: str) -> dict:
         if op not in self.made:
@@ -147,7 +148,7 @@ class Group:
         if "import" not in self.made:
             from adaptr.peftdir import import_adapter
 
-            self.made["import"] = import_adapter(self.registry, self.peft_dir(), base="base", name="import")
+            self.made["import"] = import_adapter(self.registry, self.peft_dir(), base="base", name="c.import")
         return self.made["import"]
 
     def artifact(self, which: str) -> dict:

@@ -40,7 +40,7 @@ def _load(group, ref: str):
 
 def _published_matches_end_of_training(group, version: dict, adapter_dirs: list[Path]) -> None:
     """Plain PEFT on the published files, and adaptr.load, give the end-of-training logits."""
-    caught = CAUGHT[version["ref"]]["logits"]
+    caught = CAUGHT[version["path"]]["logits"]
     base_dir = Path(group.registry.base(version["base"])["path"])
     plain = oracle.logits(oracle.peft_model(base_dir, adapter_dirs))
     torch.testing.assert_close(plain, caught, rtol=0, atol=1e-6)
@@ -62,7 +62,7 @@ def op_continue(group, tmp_path, request, refused=False):
     parent, version = group.artifact("P"), group.train(op)
     from safetensors.torch import load_file
 
-    start = CAUGHT[version["ref"]]["initial"]
+    start = CAUGHT[version["path"]]["initial"]
     parent_tensors = load_file(str(Path(parent["path"]) / "adapter_model.safetensors"))
     assert start.keys() == parent_tensors.keys()
     assert all(torch.equal(start[k], parent_tensors[k]) for k in start), "continued from other tensors"
@@ -93,7 +93,7 @@ def op_import(group, tmp_path, request, refused=False):
     from adaptr.peftdir import import_adapter
 
     if refused:
-        return import_adapter(group.registry, group.peft_dir(), base="base", name="import")
+        return import_adapter(group.registry, group.peft_dir(), base="base", name="c.import")
     version = group.imported()
     source = group.peft_dir()
     files = source if (source / "adapter_config.json").is_file() else source / CONFIG[group.config].adapter_name
@@ -157,7 +157,7 @@ def op_merge_into_base(group, tmp_path, request, refused=False):
 def _weighted(method: str):
     def op(group, tmp_path, request, refused=False):
         parent, child = group.artifact("P"), group.artifact("C")
-        name = f"w-{method}"
+        name = f"w.{method}"
         req = _merge_request(parent, name, adapters=[child["ref"]], method=method, weights=[0.7, 0.3])
         if refused:
             return run_stage(group.registry, req)
