@@ -242,16 +242,10 @@ def meta_model(base: dict, *, untie: bool = False):
 def tensor_plan(model, frozen: list[dict], *, lora=None, parent_path: str | None = None,
                 lora_dropout: float | None = None, fan_in_fan_out: bool | None = None) -> TensorPlan:
     """Wrap the adapter onto a meta ``model`` and show that the post-training checks will hold."""
-    import torch
+    from ..safetensors_meta import read_header
 
     base_names = set(checks.base_parameters(model))
-    # New tensors on the meta device too (DoRA reads the base weight onto its adapters' device).
-    with refused("PEFT cannot put this adapter on the base", _target_hint(model)), \
-            warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
-        # A copy: PEFT writes into the config it wraps with (paths, expanded targets).
-        wrapped = loading.wrap_for_training(model, frozen, lora=copy.deepcopy(lora), parent_path=parent_path,
-                                            lora_dropout=lora_dropout)
+    wrapped = _wrap_on_meta(model, frozen, lora, parent_path, lora_dropout)
     config = wrapped.peft_config[loading.TRAINED]
     _refuse_lm_head_lora(wrapped)
     if fan_in_fan_out is not None and bool(config.fan_in_fan_out) != fan_in_fan_out:
@@ -260,11 +254,7 @@ def tensor_plan(model, frozen: list[dict], *, lora=None, parent_path: str | None
                          "drop fan_in_fan_out: PEFT sets it from the layer type")
     expected = checks.expected_tensors(wrapped, loading.TRAINED, config)
     _agree_with_peft(wrapped, expected)
-    trainable = {checks.saved_key(name, loading.TRAINED) for name, param in wrapped.named_parameters()
-                 if param.requires_grad}
-    if trainable - set(expected):
-        raise ConflictError(f"these parameters would train but not be saved: {sorted(trainable - set(expected))[:3]}",
-                            "this combination of LoRA settings is not supported; drop bias or modules_to_save")
+    _trained_means_saved(wrapped, expected)
     modules = dict(wrapped.named_modules())
     owned = _base_keys(expected, modules)
     covered = set(checks.base_parameters(wrapped, owned))
@@ -272,10 +262,29 @@ def tensor_plan(model, frozen: list[dict], *, lora=None, parent_path: str | None
         odd = sorted(covered ^ (base_names - owned))[:3]
         raise ConflictError(f"the base fingerprint cannot follow these parameters through PEFT's wrapping: {odd}",
                             "this model/adapter combination is not supported")
-    from ..safetensors_meta import read_header
-
     chain_keys = [k for a in frozen for k in read_header(Path(a["path"]) / "adapter_model.safetensors")]
     return TensorPlan(expected, owned, _base_keys(chain_keys, modules), tuple(sorted(covered)))
+
+
+def _wrap_on_meta(model, frozen, lora, parent_path, lora_dropout):
+    """``loading.wrap_for_training`` exactly as training calls it, every new tensor on the meta
+    device too (DoRA reads the base weight onto its adapters' device)."""
+    import torch
+
+    with refused("PEFT cannot put this adapter on the base", _target_hint(model)), \
+            warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        # A copy: PEFT writes into the config it wraps with (paths, expanded targets).
+        return loading.wrap_for_training(model, frozen, lora=copy.deepcopy(lora), parent_path=parent_path,
+                                         lora_dropout=lora_dropout)
+
+
+def _trained_means_saved(wrapped, expected: dict) -> None:
+    trainable = {checks.saved_key(name, loading.TRAINED) for name, param in wrapped.named_parameters()
+                 if param.requires_grad}
+    if trainable - set(expected):
+        raise ConflictError(f"these parameters would train but not be saved: {sorted(trainable - set(expected))[:3]}",
+                            "this combination of LoRA settings is not supported; drop bias or modules_to_save")
 
 
 def _refuse_lm_head_lora(wrapped) -> None:

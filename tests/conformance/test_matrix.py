@@ -19,7 +19,10 @@ from .matrix import CELLS, CONFIG, NEEDS, Cell
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=str)
+# One xdist group per (family, configuration): its cells share one registry and its artifacts, so
+# `pytest -n 2 --dist loadgroup` keeps each group on one worker.
+@pytest.mark.parametrize("cell", [pytest.param(c, marks=pytest.mark.xdist_group(f"{c.family}-{c.config}"))
+                                  for c in CELLS], ids=str)
 def test_cell(cell: Cell, group, tmp_path, request):
     expected = cell.expected
     action = OPS[cell.op]
