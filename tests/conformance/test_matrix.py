@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import adaptr
 from adaptr import StageRequest, run_stage
 
 from . import oracle
-from .conftest import CAUGHT, FAST, assert_refused
+from .conftest import CAUGHT, assert_refused
 from .matrix import CELLS, CONFIG, NEEDS, Cell
 
 pytestmark = pytest.mark.slow
