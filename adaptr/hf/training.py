@@ -37,7 +37,6 @@ class Plan:
     args: object = None          # the SFTConfig/DPOConfig the trainer gets (output_dir set at run)
     lora: object = None          # the LoraConfig of a new adapter (None when continuing)
     tensors: object = None       # preflight.TensorPlan: what the post-training checks expect
-    untie: bool = False          # --mode merge: the derived base unties lm_head from embed_tokens
 
 
 # -- checking --------------------------------------------------------------------------------
@@ -53,9 +52,8 @@ def check(ctx: StageContext) -> Plan:
     mode = ctx.mode if ctx.parent else None
     _check_base_files(ctx.base)
     preflight.refuse_unsupported(ctx.config, kind, mode)
-    untie = _check_parent(ctx, mode) if ctx.parent else False
+    model_base, untie = _check_parent(ctx, mode) if ctx.parent else (ctx.base, False)
     plan = _data_plan(ctx, kind, mode)
-    plan.untie = untie
     if mode == "stack":
         preflight.refuse_stacking(plan.frozen, ctx.config)
     plan.trainer_class, plan.args = preflight.trainer_args(ctx, kind, bool(plan.eval_rows), _PENDING_DIR)
@@ -66,7 +64,7 @@ def check(ctx: StageContext) -> Plan:
 
     preflight.check_tokenization(loading.load_tokenizer(ctx.base), kind, ctx.config, plan.train)
     plan.tensors = preflight.tensor_plan(
-        preflight.meta_model(ctx.base, untie=untie), plan.frozen, lora=plan.lora,
+        preflight.meta_model(model_base, untie=untie), plan.frozen, lora=plan.lora,
         parent_path=ctx.parent["path"] if mode == "continue" else None,
         lora_dropout=ctx.config.lora_dropout, fan_in_fan_out=ctx.config.fan_in_fan_out)
     setattr(ctx, PLAN_ATTR, plan)
@@ -114,10 +112,12 @@ def _check_base_files(base: dict) -> None:
                             "register the changed model as a new base with `adaptr base add`")
 
 
-def _check_parent(ctx: StageContext, mode: str) -> bool:
-    """Refuse a parent the mode cannot use; True when --mode merge will untie the embeddings."""
+def _check_parent(ctx: StageContext, mode: str) -> tuple[dict, bool]:
+    """Refuse a parent the mode cannot use. Returns the base the new adapter will train on (for
+    --mode merge, the derived base, or the base it will be made from) and whether the merge
+    unties the embeddings."""
     parent = ctx.parent
-    untie = False
+    model_base, untie = ctx.base, False
     if mode == "continue":
         given = {k: v for k, v in ctx.request.config.items() if k in STRUCTURAL_LORA_KEYS}
         from .. import config as config_mod
@@ -132,16 +132,16 @@ def _check_parent(ctx: StageContext, mode: str) -> bool:
                 "drop them to continue the same adapter, or use --mode merge (or --mode stack) "
                 "to train a new adapter with different LoRA settings")
     if mode == "merge":
-        untie = _check_merge(ctx)
+        model_base, untie = _check_merge(ctx)
     from .checks import library_versions, version_drift
 
     drift = version_drift(parent.get("record", {}).get("libraries", {}), library_versions())
     if drift:
         ctx.warn(f"{parent['ref']} was trained with other library versions ({'; '.join(drift)})")
-    return untie
+    return model_base, untie
 
 
-def _check_merge(ctx: StageContext) -> bool:
+def _check_merge(ctx: StageContext) -> tuple[dict, bool]:
     try:
         from .merge import check_into_base, default_base_name
     except ImportError:
@@ -149,8 +149,8 @@ def _check_merge(ctx: StageContext) -> bool:
                            "use --mode continue or --mode stack") from None
     name = default_base_name(ctx.parent)
     if not ctx.registry.query("SELECT 1 FROM bases WHERE name = ?", [name]):
-        return check_into_base(ctx.registry, ctx.parent, name, _merge_dtype(ctx.base))[3].untie
-    return False
+        return ctx.base, check_into_base(ctx.registry, ctx.parent, name, _merge_dtype(ctx.base))[3].untie
+    return ctx.registry.base(name), False
 
 
 def _merge_dtype(base: dict) -> str | None:

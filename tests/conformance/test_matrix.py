@@ -86,6 +86,13 @@ def op_merge_mode(group, tmp_path, request, refused=False):
     assert derived["source_kind"] == "derived"
     _merge_matches_peft(group, Path(derived["path"]), [Path(parent["path"])], bf16=False)
     _published_matches_end_of_training(group, version, [Path(version["path"])])
+    # A second run reuses the derived base; check plans on it, untied lm_head and all.
+    from adaptr.hf.training import PLAN_ATTR
+    from adaptr.stages import prepare
+
+    plan = getattr(prepare(group.registry, group.request("merge-mode")), PLAN_ATTR)
+    untied = not oracle.base_model(Path(derived["path"])).config.tie_word_embeddings
+    assert ("lm_head.weight" in plan.tensors.base_names) == (untied or not _tied(group))
 
 
 # -- import, merge, export, hub, load -----------------------------------------------------------
@@ -103,6 +110,12 @@ def op_import(group, tmp_path, request, refused=False):
         (files / "adapter_model.safetensors").read_bytes()
     plain = oracle.logits(oracle.peft_model(group.base_dir, [files]))
     torch.testing.assert_close(oracle.logits(_load(group, version["ref"])), plain, rtol=0, atol=1e-6)
+
+
+def _tied(group) -> bool:
+    from transformers import AutoConfig
+
+    return bool(AutoConfig.from_pretrained(group.base_dir).tie_word_embeddings)
 
 
 def _untie(group, adapter_dirs) -> bool:
