@@ -20,8 +20,7 @@ from typing import Any, Callable
 
 from . import config as config_mod
 from . import evalstore, plugins
-from . import store as store_mod
-from .errors import ConflictError, NotFoundError, UsageError
+from .errors import ConflictError, UsageError
 from .evalstore import EvalKey
 from .hookspecs import hookimpl
 from .registry import Registry
@@ -221,19 +220,10 @@ def _check_tokenizers(registry: Registry, job: EvalJob) -> None:
 
 
 def _verify(registry: Registry, target: EvalTarget) -> None:
-    """Every adapter the target's model is built from matches its manifest (verify before use)."""
-    from .hf.loading import frozen_chain
-
-    nodes = [target.node] + ([target.reference] if target.reference else [])
-    for node in nodes:
-        if node["kind"] == "adapter":
-            for adapter in frozen_chain(registry, node) + [node]:
-                store_mod.verify(Path(adapter["path"]), adapter["sha256"])
-        elif node.get("owned") and node.get("path"):
-            store_mod.verify(Path(node["path"]), node.get("sha256"), hashes=False)
-        elif node.get("path") and not Path(node["path"]).exists():
-            raise NotFoundError(f"base {node['name']!r} has no files at {node['path']}",
-                                "restore the model directory, or register it again")
+    """Everything the target's model (and its reference's) is built from verifies (verify before use)."""
+    for node in [target.node] + ([target.reference] if target.reference else []):
+        for needed in registry.needs(node):
+            registry.verified(needed)
 
 
 # -- running -------------------------------------------------------------------------------

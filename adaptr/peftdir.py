@@ -29,6 +29,8 @@ _PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>A|B)(?:\.[^.]+)?\.weight$")
 _LORA_EMBEDDING = re.compile(r"^(?P<module>.+)\.lora_embedding_(?P<part>A|B)(?:\.[^.]+)?$")
 _RESAVE = "load it with PEFT and save it with save_pretrained(dir, safe_serialization=True)"
+# Initialisations that rewrite the base weights (W - B·A); such an adapter fits only that base.
+BASE_ALTERING_INITS = ("pissa", "olora", "corda", "loftq")
 
 
 @dataclass
@@ -45,10 +47,9 @@ class AdapterDir:
 
 def read_adapter_dir(path: Path | str) -> AdapterDir:
     """Read and check the files of a PEFT LoRA directory (not yet against a base)."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise NotFoundError(f"{path} is not a directory", "pass the folder that save_pretrained wrote")
+    path = _adapter_root(Path(path).expanduser())
     config = _read_config(path)
+    _refuse_base_altering_init(path, config)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         if (path / PICKLED_WEIGHTS).is_file():
@@ -64,6 +65,30 @@ def read_adapter_dir(path: Path | str) -> AdapterDir:
     files, skipped = _importable_files(path)
     return AdapterDir(path=path, config=config, tensors=tensors, files=files, skipped=skipped,
                       record=_read_record(path))
+
+
+def _adapter_root(path: Path) -> Path:
+    """The folder holding the adapter: ``path``, or the one subfolder PEFT wrote for an adapter
+    saved under a name other than ``default`` (``save_pretrained(dir)`` puts it in ``dir/NAME``)."""
+    if not path.is_dir():
+        raise NotFoundError(f"{path} is not a directory", "pass the folder that save_pretrained wrote")
+    if (path / CONFIG_FILE).is_file():
+        return path
+    named = [child for child in sorted(path.iterdir()) if (child / CONFIG_FILE).is_file()]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise UsageError(f"{path} holds {len(named)} named adapters ({', '.join(c.name for c in named)})",
+                         f"import one of them, e.g. {named[0]}")
+    return path
+
+
+def _refuse_base_altering_init(path: Path, config: dict) -> None:
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(BASE_ALTERING_INITS):
+        raise UsageError(f"{path} was initialised with init_lora_weights={init}, which rewrites the base "
+                         "weights: it only fits the base PEFT modified", "save it converted to a plain LoRA: "
+                         "save_pretrained(out, path_initial_model_for_weight_conversion=...) and import out")
 
 
 def _read_config(path: Path) -> dict:
@@ -205,13 +230,17 @@ def _shape_problem(key: str, part: str, shape: list[int], base_shape: list[int],
         # Convolutions and other layouts: only the rank dimension is checked.
         rank_dim = shape[0] if part == "A" else (shape[1] if len(shape) > 1 else None)
         return None if rank_dim == rank else f"{key} has rank {rank_dim}, the config says r={rank}"
-    out_features, in_features = base_shape
-    # GPT-2's Conv1D stores [in, out]; an embedding's factors are A [r, num] and B [dim, r].
-    if fan_in_fan_out or "lora_embedding_" in key:
-        in_features, out_features = base_shape
-    want = [rank, in_features] if part == "A" else [out_features, rank]
-    if list(shape) != want:
-        return f"{key} is {list(shape)}, expected {want} for r={rank}"
+    # GPT-2's Conv1D stores [in, out]; an embedding's factors are A [r, num] and B [dim, r]. PEFT
+    # picks the layout by layer type (GPT-2's lm_head is a Linear under fan_in_fan_out=true), so a
+    # tensor fits if it fits the layout the config names, or else the other one.
+    transposed = fan_in_fan_out or "lora_embedding_" in key
+    layouts = [transposed] if "lora_embedding_" in key else [transposed, not transposed]
+    wants = []
+    for flipped in layouts:
+        in_features, out_features = base_shape if flipped else base_shape[::-1]
+        wants.append([rank, in_features] if part == "A" else [out_features, rank])
+    if list(shape) not in wants:
+        return f"{key} is {list(shape)}, expected {wants[0]} for r={rank}"
     return None
 
 
@@ -219,7 +248,24 @@ def base_tensors(base: dict) -> dict[str, dict] | None:
     """Tensor headers of a registered base, or None when it has no local files."""
     if not base.get("path") or not Path(base["path"]).is_dir():
         return None
-    return model_tensors(Path(base["path"])) or None
+    tensors = model_tensors(Path(base["path"]))
+    return _with_tied_head(tensors, Path(base["path"])) if tensors else None
+
+
+def _with_tied_head(tensors: dict[str, dict], base_dir: Path) -> dict[str, dict]:
+    """A base that ties ``lm_head`` to its input embedding stores only the embedding; an adapter
+    may still target ``lm_head``, whose weight is then the embedding's."""
+    try:
+        config = json.loads((base_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return tensors
+    if not config.get("tie_word_embeddings") or "lm_head.weight" in tensors:
+        return tensors
+    vocab = config.get("vocab_size")
+    embeddings = [k for k, v in tensors.items() if len(v["shape"]) == 2 and v["shape"][0] == vocab]
+    if len(embeddings) == 1:
+        tensors = {**tensors, "lm_head.weight": tensors[embeddings[0]]}
+    return tensors
 
 
 # -- importing -----------------------------------------------------------------------------
@@ -245,14 +291,14 @@ def import_adapter(registry: Registry, path: Path | str, *, base: str, name: str
               file=sys.stderr)
     else:
         check_against_base(adapter, tensors, base)
-    record = {"imported_from": str(path.resolve()),
+    record = {"imported_from": str(adapter.path.resolve()),
               "base_model_name_or_path": adapter.config.get("base_model_name_or_path"),
               "skipped_files": adapter.skipped}
     stage = adapter.record.get("stage")
     stage = stage if isinstance(stage, str) and NAME_RE.match(stage) else "import"
     with registry.store.staging("import") as staged:
         for file_name in adapter.files:
-            shutil.copyfile(path / file_name, staged / file_name)
+            shutil.copyfile(adapter.path / file_name, staged / file_name)
         crash_point("after-stage")
         version = registry.publish_adapter(
             staged, name=name or default_name(path), base=base, stage=stage,

@@ -6,7 +6,7 @@ the same LoRA and Trainer settings; DPO continues the SFT adapter in both (the T
 with PeftModel.from_pretrained(is_trainable=True), which is what adaptr does).
 
 - ``wall_s``: from before the model loads to the saved adapter (adaptr also validates the data,
-  records the run, hashes the base weights twice, checks the saved tensors and publishes).
+  records the run, fingerprints the base weights, checks the saved tensors and publishes).
 - ``cpu_s``: the process's CPU time over the same span; on a shared machine it is steadier than
   wall time (with one thread, it is the work done).
 - ``train_s`` / ``tokens_per_s``: the Trainer's own train_runtime and TRL's logged num_tokens.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The local Hub server's endpoint is fixed before anything in this process imports
+# huggingface_hub (which reads HF_ENDPOINT once): a listening socket is reserved now and handed
+# to the server when the first test needs it. Shared by tests/hub and tests/conformance.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hubserver import HubServer, reserve_socket  # noqa: E402
+
+HUB_TOKEN = "hf_adaptrtest" + secrets.token_hex(12)
+_HUB_SOCKET = reserve_socket()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_HUB_SOCKET.getsockname()[1]}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+
+
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory):
+    server = HubServer(tmp_path_factory.mktemp("hubserver"), token=HUB_TOKEN, sock=_HUB_SOCKET).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -70,3 +70,32 @@ def test_mismatches(tensors, message):
     with pytest.raises(ConflictError) as info:
         check_against_base(_adapter(tensors, base_model_name_or_path="org/base"), BASE, "b")
     assert message in info.value.message and "org/base" in info.value.hint
+
+
+def test_a_linear_layer_under_fan_in_fan_out_keeps_its_own_layout():
+    """PEFT picks the layout by layer type: GPT-2's lm_head is a Linear even with fan_in_fan_out."""
+    base = {**BASE, "lm_head.weight": {"shape": [500, 32]}}
+    adapter = _adapter({PREFIX + "lm_head.lora_A.weight": [4, 32], PREFIX + "lm_head.lora_B.weight": [500, 4]},
+                       fan_in_fan_out=True)
+    assert check_against_base(adapter, base, "b") == 2
+    wrong = _adapter({PREFIX + "lm_head.lora_A.weight": [4, 31]}, fan_in_fan_out=True)
+    with pytest.raises(ConflictError, match="expected"):
+        check_against_base(wrong, base, "b")
+
+
+def test_named_adapters_are_found_in_their_subfolder(tmp_path):
+    import json
+
+    from adaptr.errors import UsageError
+    from adaptr.peftdir import read_adapter_dir
+
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    with pytest.raises(UsageError, match="holds 2 named adapters"):
+        read_adapter_dir(tmp_path)
+    with pytest.raises(UsageError, match="no adapter_model.safetensors"):
+        read_adapter_dir(tmp_path / "one")  # found, then checked like any adapter directory
+    (tmp_path / "two" / "adapter_config.json").unlink()
+    with pytest.raises(UsageError, match="no adapter_model.safetensors"):
+        read_adapter_dir(tmp_path)  # the one named adapter's folder is the adapter

@@ -14,6 +14,18 @@ _SKIPPED_LOG_KEYS = {"epoch", "total_flos", "train_runtime", "train_samples_per_
                      "train_steps_per_second", "train_loss"}
 
 
+class FingerprintCallback(TrainerCallback):
+    """Fingerprints the base as the training loop starts (after any move to the device)."""
+
+    def __init__(self, owned: frozenset[str]):
+        self.owned, self.begin = owned, None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from .checks import base_fingerprint
+
+        self.begin = base_fingerprint(model, self.owned)
+
+
 class RegistryCallback(TrainerCallback):
     """Reports each step, records logged metrics, moves checkpoints into the store, obeys cancel."""
 

@@ -19,22 +19,39 @@ from ..registry import Registry
 TRAINED = "default"
 
 
-def frozen_chain(registry: Registry, adapter: dict) -> list[dict]:
-    """Adapters that must be active beneath ``adapter`` (its stacked ancestry), deepest first."""
-    chain: list[dict] = []
-    for parent in adapter.get("parents", []):
-        if parent["relation"] != "stacked" or parent["kind"] != "adapter":
-            continue
-        node = registry.resolve(parent["ref"])
-        for below in frozen_chain(registry, node) + [node]:
-            if below["id"] not in {c["id"] for c in chain}:
-                chain.append(below)
-    return chain
+def of_adapter(param_name: str, adapter: str) -> bool:
+    """Whether a parameter belongs to ``adapter`` (``lora_A.NAME.weight``, or a ParameterDict
+    entry such as an embedding's ``lora_embedding_A.NAME``)."""
+    return f".{adapter}." in param_name or param_name.endswith(f".{adapter}")
 
 
 def adapter_name(ref: str) -> str:
     """A PEFT adapter name for a ref (module-dict keys may not contain dots)."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", ref)
+
+
+def peft_names(refs: list[str]) -> list[str]:
+    """Distinct PEFT adapter names for the refs of one chain (``a.b-v1`` and ``a_b-v1`` differ)."""
+    names: list[str] = []
+    for position, ref in enumerate(refs, start=1):
+        name = adapter_name(ref)
+        names.append(f"{name}_{position}" if name in names else name)
+    return names
+
+
+def peft_snippet(base_source: str, layers: list[tuple[str, str]], revision: str | None = None) -> str:
+    """Plain transformers + PEFT code that loads ``layers`` (``(path, ref)``, deepest first) active
+    together on the base: what adaptr.load does, for readers without adaptr."""
+    names = peft_names([ref for _, ref in layers])
+    pinned = f", revision={revision!r}" if revision else ""
+    lines = ["from peft import PeftModel", "from transformers import AutoModelForCausalLM", "",
+             f"model = AutoModelForCausalLM.from_pretrained({base_source!r}{pinned})"]
+    (path, _), name = layers[0], names[0]
+    lines.append(f"model = PeftModel.from_pretrained(model, {path!r}, adapter_name={name!r})")
+    lines += [f"model.load_adapter({p!r}, adapter_name={n!r})" for (p, _), n in zip(layers[1:], names[1:])]
+    if len(layers) > 1:
+        lines.append(f"model.base_model.set_adapter({names[::-1]!r})")
+    return "\n".join(lines)
 
 
 def model_source(base: dict) -> tuple[str, dict]:
@@ -122,12 +139,67 @@ def attach_frozen(model, chain: list[dict]):
     return model
 
 
+def wrap_for_training(model, frozen: list[dict], *, lora=None, parent_path: str | None = None,
+                      lora_dropout: float | None = None):
+    """The PeftModel to train: ``frozen`` attached beneath, then a new adapter from ``lora``, or
+    the parent at ``parent_path`` made trainable (its own config, only the dropout changed)."""
+    from peft import PeftConfig, PeftModel, get_peft_model
+
+    chain_names = [adapter_name(a["ref"]) for a in frozen]
+    model = attach_frozen(model, frozen)
+    if parent_path is not None:
+        lora = PeftConfig.from_pretrained(parent_path)
+        lora.lora_dropout = lora_dropout if lora_dropout is not None else lora.lora_dropout
+        lora.inference_mode = False
+    if isinstance(model, PeftModel):
+        model.add_adapter(TRAINED, lora)
+    elif parent_path is not None:
+        model = PeftModel.from_pretrained(model, parent_path, config=lora, is_trainable=True)
+    else:
+        model = get_peft_model(model, lora)
+    if parent_path is not None and chain_names:
+        _load_trainable(model, parent_path)
+    if chain_names:
+        activate(model, chain_names, TRAINED)
+        keep_chain_active(model, chain_names)
+    return model
+
+
+def _load_trainable(model, path: str) -> None:
+    """Load an adapter's saved tensors into the ``default`` adapter added for it."""
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, load_peft_weights(path), adapter_name=TRAINED)
+    unexpected = [k for k in result.unexpected_keys if TRAINED in k or "lora_" in k]
+    if unexpected:
+        raise UsageError(f"{path}: tensors {unexpected[:3]} do not fit the model",
+                         "the adapter was trained on another base")
+
+
+def keep_chain_active(model, chain_names: list[str]) -> None:
+    """Switching adapters (TRL does, for the DPO reference) must keep the frozen chain active.
+
+    TRL's reference pass calls ``set_adapter("ref")`` and then ``set_adapter(previous)``; with
+    stacked parents beneath, both must see the parents too, so the reference is parent (+ copy of
+    the starting adapter) rather than the bare base.
+    """
+
+    def set_adapter(adapter_name, inference_mode=False):
+        activate(model, chain_names, adapter_name)
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.requires_grad_(of_adapter(name, TRAINED) and not inference_mode
+                                     and adapter_name == TRAINED)
+
+    model.set_adapter = set_adapter
+
+
 def activate(model, chain_names: list[str], top: str | None) -> None:
     """Make ``top`` plus every frozen adapter active; only ``top`` keeps requires_grad."""
     names = ([top] if top else []) + list(chain_names)  # `top` first: resume loads into names[0]
     model.base_model.set_adapter(names)
     for param_name, param in model.named_parameters():
-        if any(f".{n}." in param_name for n in chain_names):
+        if any(of_adapter(param_name, n) for n in chain_names):
             param.requires_grad_(False)
     if top:
         model.active_adapter = top
@@ -147,7 +219,7 @@ def load_ref(registry: Registry, ref: str, *, dtype=None, device_map=None, quant
     model = load_base_model(base, quantize=quantize, dtype=dtype, device_map=device_map)
     if adapter is None:
         return model.eval()
-    chain = frozen_chain(registry, adapter)
+    chain = registry.stacked_beneath(adapter)
     model = attach_frozen(model, chain)
     if isinstance(model, PeftModel):
         model.load_adapter(adapter["path"], adapter_name=TRAINED, is_trainable=False)

@@ -9,8 +9,12 @@ copies of the largest tensor in fp32, whatever the size of the model.
 Used by the merge stage (``adaptr merge REF --into-base``, ``adaptr export --merged``), by the DPO
 stage's ``--mode merge`` and by ``adaptr demo``.
 
-Planning (:func:`plan_merge`) reads safetensors headers only and imports no torch, so every check
-runs before anything is written.
+Planning (:func:`plan_merge`) reads safetensors headers (and, for a base that ties its output
+embedding to its input one, builds the model on the meta device to find the pair), so every
+check runs before anything is written. A tied base whose embeddings an adapter changes is
+written untied: each embedding gets what the adapted model used, as PEFT's ``merge_and_unload``
+gives on the same model with the tie broken (on the tied model it would fold an embedding
+LoRA into the output layer as well).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConflictError, NotFoundError, UsageError
+from ..peftdir import BASE_ALTERING_INITS
 from ..safetensors_meta import read_header
 from ..store import MANIFEST
 
@@ -45,7 +50,6 @@ _UNSUPPORTED_OPTIONS = {
     "use_qalora": "QA-LoRA", "alora_invocation_tokens": "activated LoRA (aLoRA)",
     "use_bdlora": "block-diagonal LoRA",
 }
-_BASE_ALTERING_INITS = ("pissa", "olora", "corda", "loftq")
 
 
 # -- reading adapters ----------------------------------------------------------------------
@@ -80,7 +84,7 @@ def check_lora_config(config: dict, label: str) -> None:
             raise UsageError(f"{label} uses {what} ({key}), which the streaming merge does not support",
                              "merge it with PEFT's merge_and_unload instead")
     init = config.get("init_lora_weights")
-    if isinstance(init, str) and init.lower().startswith(_BASE_ALTERING_INITS):
+    if isinstance(init, str) and init.lower().startswith(BASE_ALTERING_INITS):
         raise UsageError(f"{label} was initialised with {init}, which changes the base weights",
                          "convert it to a plain LoRA with PEFT (path_initial_model_for_weight_conversion)")
 
@@ -108,6 +112,8 @@ class MergePlan:
     shard_of: dict[str, Path]
     updates: dict[str, list[Update]] = field(default_factory=dict)
     scales: list[dict] = field(default_factory=list)   # per adapter: {module: scale}
+    untie: bool = False                       # write the output embedding apart from the tied input one
+    sources: dict[str, str] = field(default_factory=dict)  # written tensor -> base tensor it starts from
 
 
 def _base_shards(base_dir: Path) -> tuple[list[Path], dict[str, dict], dict[str, Path]]:
@@ -164,8 +170,8 @@ def _group_adapter_keys(header: dict, label: str) -> tuple[dict[str, dict[str, s
             if ".lora_" in rest:
                 raise UsageError(f"{label}: tensor {key!r} is not supported by the streaming merge",
                                  "merge it with PEFT's merge_and_unload instead")
-            target = rest[:-len(".base_layer.weight")] + ".weight" if rest.endswith(".base_layer.weight") else rest
-            full[target] = key  # modules_to_save, or a saved copy of an embedding's base layer
+            # modules_to_save copies, trained biases (q_proj.base_layer.bias), saved embedding base layers
+            full[rest.replace(".base_layer.", ".")] = key
     return modules, full
 
 
@@ -185,6 +191,9 @@ def _lora_update(index: int, module: str, parts: dict, header: dict, config: dic
         if len(a) != 2 or len(b) != 2:
             raise UsageError(f"{label}: {module} is not a linear layer (shapes {a}, {b})",
                              "the streaming merge handles Linear and Embedding LoRA layers")
+        layouts = {True: [a[1], b[0]], False: [b[0], a[1]]}  # fan_in_fan_out -> base weight shape
+        if list(base_entry["shape"]) != layouts[fan] and list(base_entry["shape"]) == layouts[not fan]:
+            fan = not fan  # PEFT picks the layout by layer type: GPT-2's lm_head is a Linear
         expected = [a[1], b[0]] if fan else [b[0], a[1]]
         kind = "dora" if "m" in parts else "lora"
         keys = (parts["A"], parts["B"]) + ((parts["m"],) if "m" in parts else ())
@@ -197,38 +206,87 @@ def _lora_update(index: int, module: str, parts: dict, header: dict, config: dic
 
 def plan_merge(base_dir: Path, adapter_dirs: list[Path], labels: list[str] | None = None,
                configs: list[dict] | None = None) -> MergePlan:
-    """Check that every adapter of the chain fits the base and list the updates; no torch, no writes."""
+    """Check that every adapter of the chain fits the base and list the updates; no writes."""
     base_dir = Path(base_dir)
     labels = labels or [str(d) for d in adapter_dirs]
     shards, tensors, shard_of = _base_shards(base_dir)
     plan = MergePlan(base_dir, [Path(d) for d in adapter_dirs], shards, tensors, shard_of)
+    tie = _tied_embeddings(base_dir, tensors)
+    if tie:  # the output embedding has no tensor of its own: plan it as a copy of the input one
+        tensors[tie[0]], shard_of[tie[0]] = dict(tensors[tie[1]]), shard_of[tie[1]]
     for index, (adapter_dir, label) in enumerate(zip(plan.adapter_dirs, labels)):
         config = configs[index] if configs else read_adapter_config(adapter_dir, label)
         header = read_header(adapter_dir / "adapter_model.safetensors")
         modules, full = _group_adapter_keys(header, label)
-        scales = {}
-        for module, parts in sorted(modules.items()):
-            target = f"{module}.weight"
-            if target not in tensors:
-                raise ConflictError(f"{label} targets {module}, which has no weight {target!r} in the base",
-                                    "the adapter was trained on another base (or on tied embeddings)")
-            if tensors[target]["dtype"] not in _FLOAT_ST:
-                raise UsageError(f"base weight {target} is stored as {tensors[target]['dtype']}",
-                                 "the streaming merge needs a base in bf16, fp16 or fp32; use an unquantized base")
-            update = _lora_update(index, module, parts, header, config, tensors[target], label)
-            plan.updates.setdefault(target, []).append(update)
-            scales[module] = update.scale
+        # A saved full tensor is loaded into the model before the adapter's LoRA applies on top.
         for target, key in sorted(full.items()):
-            if target not in tensors:
-                raise ConflictError(f"{label} saves a full copy of {target!r}, which the base does not have",
-                                    "the adapter was trained on another base")
-            if list(header[key]["shape"]) != list(tensors[target]["shape"]):
-                raise ConflictError(f"{label}: {target} has shape {header[key]['shape']}, the base "
-                                    f"{tensors[target]['shape']} (resized embeddings?)",
-                                    "merge it with PEFT's merge_and_unload instead")
-            plan.updates.setdefault(target, []).append(Update(index, "replace", (key,)))
-        plan.scales.append(scales)
+            _plan_replace(plan, index, target, key, header, label)
+        plan.scales.append({module: _plan_lora(plan, index, module, parts, header, config, label)
+                            for module, parts in sorted(modules.items())})
+    if tie:
+        _settle_tie(plan, *tie)
     return plan
+
+
+def _plan_lora(plan: MergePlan, index: int, module: str, parts: dict, header: dict, config: dict,
+               label: str) -> float:
+    target = f"{module}.weight"
+    if target not in plan.tensors:
+        raise ConflictError(f"{label} targets {module}, which has no weight {target!r} in the base",
+                            "the adapter was trained on another base")
+    if plan.tensors[target]["dtype"] not in _FLOAT_ST:
+        raise UsageError(f"base weight {target} is stored as {plan.tensors[target]['dtype']}",
+                         "the streaming merge needs a base in bf16, fp16 or fp32; use an unquantized base")
+    update = _lora_update(index, module, parts, header, config, plan.tensors[target], label)
+    plan.updates.setdefault(target, []).append(update)
+    return update.scale
+
+
+def _plan_replace(plan: MergePlan, index: int, target: str, key: str, header: dict, label: str) -> None:
+    if target not in plan.tensors:
+        raise ConflictError(f"{label} saves a full copy of {target!r}, which the base does not have",
+                            "the adapter was trained on another base")
+    if list(header[key]["shape"]) != list(plan.tensors[target]["shape"]):
+        raise ConflictError(f"{label}: {target} has shape {header[key]['shape']}, the base "
+                            f"{plan.tensors[target]['shape']} (resized embeddings?)",
+                            "merge it with PEFT's merge_and_unload instead")
+    plan.updates.setdefault(target, []).append(Update(index, "replace", (key,)))
+
+
+def _tied_embeddings(base_dir: Path, tensors: dict) -> tuple[str, str] | None:
+    """``(output, input)`` embedding names when the base ties them and stores only the input one."""
+    config = json.loads((base_dir / "config.json").read_text())
+    tied = config.get("tie_word_embeddings")
+    if tied is None:  # left out of config.json when it equals the model class's default
+        from transformers import AutoConfig
+
+        tied = getattr(AutoConfig.from_pretrained(base_dir), "tie_word_embeddings", False)
+    if not tied:
+        return None
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base_dir))
+    output, inputs = model.get_output_embeddings(), model.get_input_embeddings()
+    if output is None or output.weight is not inputs.weight:
+        return None
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    pair = (f"{names[id(output)]}.weight", f"{names[id(inputs)]}.weight")
+    return pair if pair[0] not in tensors and pair[1] in tensors else None
+
+
+def _settle_tie(plan: MergePlan, output: str, inputs: str) -> None:
+    """Untie when an adapter changes either embedding (each keeps what the adapted model used);
+    otherwise write the base's single tied tensor as it was."""
+    if output in plan.updates or inputs in plan.updates:
+        plan.untie = True
+        plan.sources[output] = inputs
+        if any(u.kind == "dora" for u in plan.updates.get(output, [])):
+            raise UsageError(f"DoRA on {output.removesuffix('.weight')} of a base with tied embeddings is not "
+                             "supported by the streaming merge", "merge it with PEFT's merge_and_unload instead")
+    else:
+        del plan.tensors[output], plan.shard_of[output]
 
 
 # -- executing -----------------------------------------------------------------------------
@@ -261,7 +319,8 @@ def _apply(weight, updates: list[Update], adapters: list[dict]):
             weight = original = tensors[update.keys[0]].clone()
             continue
         a, b = tensors[update.keys[0]], tensors[update.keys[1]]
-        transposed = update.fan_in_fan_out != (update.kind == "embedding")
+        # An embedding's ΔW is (B·A)ᵀ whatever fan_in_fan_out says (PEFT's Embedding ignores it).
+        transposed = update.kind == "embedding" or update.fan_in_fan_out
         if update.kind != "dora":
             if weight is original and len(updates) > 1:
                 original = original.clone()  # a later DoRA update needs the unmerged weight
@@ -308,7 +367,7 @@ def write_merged_model(plan: MergePlan, out_dir: Path, dtype: str = "bf16", repo
 
         def produce(name, _shard=shard):
             with safe_open(str(_shard), framework="pt") as handle:
-                tensor = handle.get_tensor(name)
+                tensor = handle.get_tensor(plan.sources.get(name, name))
             if name in plan.updates:
                 tensor = _apply(tensor.to(torch.float32, copy=True), plan.updates[name], adapters)
             return tensor.to(target_dtype) if plan.tensors[name]["dtype"] in _FLOAT_ST else tensor
@@ -320,7 +379,7 @@ def write_merged_model(plan: MergePlan, out_dir: Path, dtype: str = "bf16", repo
 
         total_size += write_safetensors(out_dir / shard.name, names, plan.tensors, produce,
                                         _ST_DTYPE[dtype], _shard_metadata(shard), advance)
-    _copy_model_files(plan.base_dir, out_dir, dtype, total_size)
+    _copy_model_files(plan, out_dir, dtype, total_size)
     if reporter:
         reporter.finish()
     return {"tensors": len(plan.tensors), "tensors_merged": len(plan.updates),
@@ -373,8 +432,10 @@ def write_safetensors(path: Path, names: list[str], entries: dict[str, dict], pr
     return offset
 
 
-def _copy_model_files(base_dir: Path, out_dir: Path, dtype: str, total_size: int) -> None:
-    """Config (dtype updated), index (sizes updated), tokenizer and the rest; never stray weights."""
+def _copy_model_files(plan: MergePlan, out_dir: Path, dtype: str, total_size: int) -> None:
+    """Config (dtype, tie updated), index (sizes, untied tensor), tokenizer and the rest; never
+    stray weights."""
+    base_dir = plan.base_dir
     for path in sorted(base_dir.rglob("*")):
         rel = path.relative_to(base_dir)
         if (not path.is_file() or path.name in _SKIP_FILES or path.suffix in _WEIGHT_SUFFIXES
@@ -387,6 +448,8 @@ def _copy_model_files(base_dir: Path, out_dir: Path, dtype: str, total_size: int
             for key in ("dtype", "torch_dtype"):
                 if key in config or key == "dtype":
                     config[key] = _CONFIG_DTYPE[dtype]
+            if plan.untie:
+                config["tie_word_embeddings"] = False
             target.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         else:
             shutil.copyfile(path, target)
@@ -394,6 +457,8 @@ def _copy_model_files(base_dir: Path, out_dir: Path, dtype: str, total_size: int
     if index.is_file():
         data = json.loads(index.read_text())
         data.setdefault("metadata", {})["total_size"] = total_size
+        for name, source in plan.sources.items():
+            data["weight_map"][name] = data["weight_map"][source]
         (out_dir / index.name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -464,12 +529,9 @@ def check_into_base(registry, adapter: dict, name: str | None, dtype: str | None
 
     Returns ``(name, base, chain, plan, dtype)``.
     """
-    from ..refs import check_name
-
     dtype = normalize_dtype(dtype)
-    name = check_name(name or default_base_name(adapter), "base name")
-    if registry.query("SELECT 1 FROM bases WHERE name = ?", [name]):
-        raise ConflictError(f"base {name!r} already exists", "choose another --name")
+    name = name or default_base_name(adapter)
+    registry.check_base_name_free(name)
     base, chain, plan = plan_for_adapter(registry, adapter)
     return name, base, chain, plan, dtype
 

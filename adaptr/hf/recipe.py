@@ -7,13 +7,18 @@ inherited from a parent adapter's recorded config when not given. This module im
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 LORA = "lora"
 # LoRA settings that fix the adapter's tensors: a child continuing a parent must keep them.
 STRUCTURAL_LORA_KEYS = ("r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "bias",
-                        "modules_to_save")
+                        "modules_to_save", "rank_pattern", "alpha_pattern", "fan_in_fan_out")
+# A target_modules entry with any of these is a regex (PEFT full-matches a string against each
+# module's name); plain entries are names PEFT matches as suffixes.
+_REGEX_CHARS = re.compile(r"[\\^$*+?()\[\]{}|]")
 
 
 def _lora(default, help_text: str, **valid):
@@ -43,6 +48,14 @@ class TrainRecipe:
                       choices=("none", "all", "lora_only"))
     modules_to_save: list[str] = _lora(
         None, "Extra modules trained in full and saved with the adapter (e.g. lm_head).")
+    rank_pattern: dict = _lora(
+        None, "Per-module ranks as JSON, e.g. {\"v_proj\": 4} (peft LoraConfig.rank_pattern).")
+    alpha_pattern: dict = _lora(
+        None, "Per-module alphas as JSON, e.g. {\"q_proj\": 32} (peft LoraConfig.alpha_pattern).")
+    fan_in_fan_out: bool = _lora(
+        None, "Weights stored (in, out), as GPT-2's Conv1D; default: PEFT decides by layer type.")
+    init_lora_weights: str = _lora(
+        None, "LoRA init: true (default), false, gaussian...; pissa/olora/corda/loftq/eva are refused.")
 
     # -- optimisation (transformers TrainingArguments) -------------------------------------
     learning_rate: float = _opt(2e-4, "Peak learning rate for AdamW.", above=0)
@@ -63,27 +76,57 @@ class TrainRecipe:
     gradient_checkpointing: bool = _opt(False, "Recompute activations in backward to save memory.")
     max_length: int = _opt(1024, "Truncate tokenized sequences to this many tokens.", min=1)
 
+    def __post_init__(self):
+        for key in ("rank_pattern", "alpha_pattern"):  # given as JSON text on the command line
+            value = getattr(self, key)
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    raise ValueError(f"{key}={value!r} is not JSON (write e.g. {{\"v_proj\": 4}})") from None
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"{key} must map module names to numbers, not {value!r}")
+            setattr(self, key, value or None)
+
 
 def lora_kwargs(config: TrainRecipe) -> dict:
     """Keyword arguments for ``peft.LoraConfig`` from a stage config."""
-    targets = config.target_modules or "all-linear"
-    if isinstance(targets, list) and targets == ["all-linear"]:
-        targets = "all-linear"
-    return {
+    kwargs = {
         "r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
-        "target_modules": targets, "use_rslora": config.use_rslora, "use_dora": config.use_dora,
-        "bias": config.bias, "modules_to_save": config.modules_to_save, "task_type": "CAUSAL_LM",
+        "target_modules": target_modules(config.target_modules), "use_rslora": config.use_rslora,
+        "use_dora": config.use_dora, "bias": config.bias, "modules_to_save": config.modules_to_save,
+        "rank_pattern": config.rank_pattern or {}, "alpha_pattern": config.alpha_pattern or {},
+        "init_lora_weights": init_lora_weights(config.init_lora_weights), "task_type": "CAUSAL_LM",
     }
+    if config.fan_in_fan_out is not None:
+        kwargs["fan_in_fan_out"] = config.fan_in_fan_out
+    return kwargs
 
 
-# Keys of TrainRecipe (and its subclasses) that are not TrainingArguments.
-_NOT_TRAINING_ARGS = {"r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora",
-                      "bias", "modules_to_save"}
+def target_modules(targets) -> str | list[str]:
+    """PEFT's ``target_modules``: ``all-linear``, a regex string, or a list of module names."""
+    if not targets or targets == ["all-linear"] or targets == "all-linear":
+        return "all-linear"
+    if isinstance(targets, str):
+        return targets
+    if len(targets) == 1 and _REGEX_CHARS.search(targets[0]):
+        return targets[0]
+    return list(targets)
+
+
+def init_lora_weights(value) -> bool | str:
+    """``init_lora_weights`` as PEFT takes it (``true``/``false`` spelled as text become bools)."""
+    if value is None:
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return value
 
 
 def training_kwargs(config: TrainRecipe) -> dict:
     """The config's TRL/transformers TrainingArguments keys and values (LoRA keys left out)."""
     from .. import config as config_mod
 
+    lora_keys = set(config_mod.group_keys(type(config), LORA))
     return {k: v for k, v in config_mod.to_dict(config).items()
-            if k not in _NOT_TRAINING_ARGS and v is not None}
+            if k not in lora_keys and v is not None}

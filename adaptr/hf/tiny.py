@@ -1,4 +1,4 @@
-"""A tiny Llama-shaped model and byte-level BPE tokenizer, generated in-process (no download).
+"""Tiny causal LMs (Llama, Qwen2, GPT-2 shapes) and a byte-level BPE tokenizer, made in-process.
 
 Used by `adaptr demo` and the tests. Deterministic: the same seed gives the same weights.
 """
@@ -44,21 +44,20 @@ def make_tokenizer(vocab_size: int = 512):
 
 
 def make_tiny_base(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 64,
-                   num_layers: int = 2, max_shard_size: str | None = None) -> Path:
-    """Write a tiny LlamaForCausalLM (safetensors) and its tokenizer to ``out_dir``."""
+                   num_layers: int = 2, max_shard_size: str | None = None, family: str = "llama") -> Path:
+    """Write a tiny causal LM (safetensors) and its tokenizer to ``out_dir``.
+
+    ``family`` picks the shape: ``llama`` (untied embeddings, no biases), ``qwen2`` (tied
+    embeddings, q/k/v biases) or ``gpt2`` (Conv1D layers, tied embeddings, biases everywhere).
+    """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     out_dir = Path(out_dir)
     tokenizer = make_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False)
+    model_class, config = FAMILIES[family](tokenizer, hidden_size, num_layers)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = model_class(config)
+    _nonzero_biases(model, seed)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     from transformers.utils import logging as hf_logging
 
@@ -71,3 +70,49 @@ def make_tiny_base(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 64,
             hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def _nonzero_biases(model, seed: int) -> None:
+    """Freshly initialised biases are zeros; a test of bias handling needs them to matter."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".bias"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+
+
+def _token_ids(tokenizer) -> dict:
+    return {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+
+
+def _llama(tokenizer, hidden_size: int, num_layers: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM, LlamaConfig(
+        hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=num_layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=False, **_token_ids(tokenizer))
+
+
+def _qwen2(tokenizer, hidden_size: int, num_layers: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    return Qwen2ForCausalLM, Qwen2Config(
+        hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=num_layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=True, **_token_ids(tokenizer))
+
+
+def _gpt2(tokenizer, hidden_size: int, num_layers: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    ids = _token_ids(tokenizer)
+    return GPT2LMHeadModel, GPT2Config(
+        n_embd=hidden_size, n_layer=num_layers, n_head=4, n_positions=512, tie_word_embeddings=True,
+        **ids)
+
+
+FAMILIES = {"llama": _llama, "qwen2": _qwen2, "gpt2": _gpt2}

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import ConflictError, IntegrityError, MachineError, UsageError
 from ..stages import StageContext
 from . import data as data_mod
-from .recipe import STRUCTURAL_LORA_KEYS, lora_kwargs, training_kwargs
+from .recipe import STRUCTURAL_LORA_KEYS, lora_kwargs
 
 PLAN_ATTR = "_adaptr_training_plan"
 
@@ -33,21 +33,47 @@ class Plan:
     eval_source: dict | None = None
     frozen: list[dict] = field(default_factory=list)  # stacked adapters beneath, deepest first
     reference: str | None = None  # DPO reference policy, recorded on the edge
+    trainer_class: type | None = None
+    args: object = None          # the SFTConfig/DPOConfig the trainer gets (output_dir set at run)
+    lora: object = None          # the LoraConfig of a new adapter (None when continuing)
+    tensors: object = None       # preflight.TensorPlan: what the post-training checks expect
 
 
 # -- checking --------------------------------------------------------------------------------
 
 
 def check(ctx: StageContext) -> Plan:
-    """Validate everything cheap before any model loads; raise an AdaptrError on bad input."""
+    """Decide everything that needs no weights; raise an AdaptrError on bad input, write nothing."""
     kind = type(ctx.config).trainer_kind
-    from .loading import check_quantize, frozen_chain
+    from . import preflight
+    from .loading import check_quantize
 
     check_quantize(ctx.request.quantize)
     mode = ctx.mode if ctx.parent else None
-    _check_base_files(ctx.base)
-    if ctx.parent:
-        _check_parent(ctx, mode)
+    preflight.refuse_unsupported(ctx.config, kind, mode)
+    model_base, untie = _check_parent(ctx, mode) if ctx.parent else (ctx.base, False)
+    plan = _data_plan(ctx, kind, mode)
+    if mode == "stack":
+        preflight.refuse_stacking(plan.frozen, ctx.config)
+    plan.trainer_class, plan.args = preflight.trainer_args(ctx, kind, bool(plan.eval_rows), _PENDING_DIR)
+    preflight.check_trainer_rules(kind, plan.args)
+    if mode != "continue":
+        plan.lora = preflight.lora_config(ctx.config)
+    from . import loading
+
+    preflight.check_tokenization(loading.load_tokenizer(ctx.base), kind, ctx.config, plan.train)
+    plan.tensors = preflight.tensor_plan(
+        preflight.meta_model(model_base, untie=untie), plan.frozen, lora=plan.lora,
+        parent_path=ctx.parent["path"] if mode == "continue" else None,
+        lora_dropout=ctx.config.lora_dropout, fan_in_fan_out=ctx.config.fan_in_fan_out)
+    setattr(ctx, PLAN_ATTR, plan)
+    return plan
+
+
+_PENDING_DIR = "trainer"  # replaced by the run directory's trainer/ when the run starts
+
+
+def _data_plan(ctx: StageContext, kind: str, mode: str | None) -> Plan:
     if ctx.request.eval_data and ctx.request.eval_fraction:
         raise UsageError("--eval-data and --eval-fraction both given", "pass one of them")
     train = data_mod.load(ctx.request.data, kind)
@@ -60,33 +86,20 @@ def check(ctx: StageContext) -> Plan:
         eval_source = {"fraction": ctx.request.eval_fraction, "rows": len(eval_rows)}
     frozen = []
     if ctx.parent and mode == "continue":
-        frozen = frozen_chain(ctx.registry, ctx.parent)
+        frozen = ctx.registry.stacked_beneath(ctx.parent)
     elif ctx.parent and mode == "stack":
-        frozen = frozen_chain(ctx.registry, ctx.parent) + [ctx.parent]
+        frozen = ctx.registry.stacked_beneath(ctx.parent) + [ctx.parent]
     reference = (ctx.parent["ref"] if ctx.parent else ctx.base["name"]) if kind == "dpo" else None
-    plan = Plan(kind=kind, mode=mode, train=train, train_rows=train_rows, eval_rows=eval_rows,
+    return Plan(kind=kind, mode=mode, train=train, train_rows=train_rows, eval_rows=eval_rows,
                 eval_source=eval_source, frozen=frozen, reference=reference)
-    setattr(ctx, PLAN_ATTR, plan)
-    return plan
 
 
-def _check_base_files(base: dict) -> None:
-    from ..store import sha256_file
-
-    path = Path(base["path"]) if base.get("path") else None
-    if path is None or not base.get("config_sha256"):
-        return
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise MachineError(f"base {base['name']!r}: {config_file} is missing",
-                           "restore the base model directory")
-    if sha256_file(config_file) != base["config_sha256"]:
-        raise ConflictError(f"base {base['name']!r}: config.json changed since it was registered",
-                            "register the changed model as a new base with `adaptr base add`")
-
-
-def _check_parent(ctx: StageContext, mode: str) -> None:
+def _check_parent(ctx: StageContext, mode: str) -> tuple[dict, bool]:
+    """Refuse a parent the mode cannot use. Returns the base the new adapter will train on (for
+    --mode merge, the derived base, or the base it will be made from) and whether the merge
+    unties the embeddings."""
     parent = ctx.parent
+    model_base, untie = ctx.base, False
     if mode == "continue":
         given = {k: v for k, v in ctx.request.config.items() if k in STRUCTURAL_LORA_KEYS}
         from .. import config as config_mod
@@ -94,22 +107,23 @@ def _check_parent(ctx: StageContext, mode: str) -> None:
         given = {k: config_mod.coerce(type(ctx.config), k, v) for k, v in given.items()}
         recorded = parent.get("config", {})
         conflicts = [f"{k}={given[k]!r} (parent {parent['ref']} has {recorded[k]!r})"
-                     for k in given if k in recorded and _norm(given[k]) != _norm(recorded[k])]
+                     for k in given if k in recorded and _norm(k, given[k]) != _norm(k, recorded[k])]
         if conflicts:
             raise ConflictError(
                 f"LoRA settings conflict with the parent in --mode continue: {', '.join(conflicts)}",
                 "drop them to continue the same adapter, or use --mode merge (or --mode stack) "
                 "to train a new adapter with different LoRA settings")
     if mode == "merge":
-        _check_merge(ctx)
+        model_base, untie = _check_merge(ctx)
     from .checks import library_versions, version_drift
 
     drift = version_drift(parent.get("record", {}).get("libraries", {}), library_versions())
     if drift:
         ctx.warn(f"{parent['ref']} was trained with other library versions ({'; '.join(drift)})")
+    return model_base, untie
 
 
-def _check_merge(ctx: StageContext) -> None:
+def _check_merge(ctx: StageContext) -> tuple[dict, bool]:
     try:
         from .merge import check_into_base, default_base_name
     except ImportError:
@@ -118,10 +132,9 @@ def _check_merge(ctx: StageContext) -> None:
     dtype = _merge_dtype(ctx.base)
     existing = ctx.registry.derived_base(ctx.parent, dtype)
     if existing:
-        ctx.use(existing)
-    else:
-        check_into_base(ctx.registry, ctx.parent, ctx.registry.free_base_name(default_base_name(ctx.parent)),
-                        dtype)
+        return ctx.use(existing), False
+    name = ctx.registry.free_base_name(default_base_name(ctx.parent))
+    return ctx.base, check_into_base(ctx.registry, ctx.parent, name, dtype)[3].untie
 
 
 def _merge_dtype(base: dict) -> str | None:
@@ -131,7 +144,10 @@ def _merge_dtype(base: dict) -> str | None:
             "bf16": "bf16", "bfloat16": "bf16"}.get(dtype, "bf16")
 
 
-def _norm(value):
+def _norm(key: str, value):
+    """A LoRA setting in one spelling: ``target_modules`` None (the default) is all-linear."""
+    if key == "target_modules" and value in (None, "all-linear", ["all-linear"]):
+        return "all-linear"
     if isinstance(value, list):
         return sorted(value)
     return value
@@ -150,7 +166,8 @@ class Built:
     model: object
     callback: object
     base: dict
-    base_fingerprint: str
+    base_fingerprint: object  # checks.Fingerprint of the base as loaded
+    watch: object             # callbacks.FingerprintCallback: the base as training began
     initial_adapter: dict
     parameters: dict
 
@@ -160,7 +177,7 @@ def build_trainer(ctx: StageContext, *, base: dict | None = None, output_dir: Pa
     import torch
 
     from . import checks, loading
-    from .callbacks import RegistryCallback
+    from .callbacks import FingerprintCallback, RegistryCallback
 
     plan = plan_of(ctx)
     base = base or ctx.base
@@ -172,14 +189,16 @@ def build_trainer(ctx: StageContext, *, base: dict | None = None, output_dir: Pa
         torch.cuda.reset_peak_memory_stats()  # the recorded peak covers loading and training
     tokenizer = loading.load_tokenizer(base)
     model = loading.load_base_model(base, quantize=ctx.request.quantize, for_training=True)
-    fingerprint = checks.base_fingerprint(model)
-    model = _wrap(ctx, plan, model)
-    callback = RegistryCallback(ctx)
-    trainer_cls, args = _trainer_args(ctx, plan, output_dir or ctx.run_dir / "trainer")
-    trainer = trainer_cls(
-        model=model, args=args, train_dataset=data_mod.to_dataset(plan.train_rows),
+    loaded = checks.base_fingerprint(model, plan.tensors.owned)
+    model = loading.wrap_for_training(
+        model, plan.frozen, lora=plan.lora, lora_dropout=ctx.config.lora_dropout,
+        parent_path=ctx.parent["path"] if plan.mode == "continue" else None)
+    callback, watch = RegistryCallback(ctx), FingerprintCallback(plan.tensors.owned)
+    plan.args.output_dir = str(output_dir or ctx.run_dir / "trainer")
+    trainer = plan.trainer_class(
+        model=model, args=plan.args, train_dataset=data_mod.to_dataset(plan.train_rows),
         eval_dataset=data_mod.to_dataset(plan.eval_rows) if plan.eval_rows else None,
-        processing_class=tokenizer, callbacks=[callback])
+        processing_class=tokenizer, callbacks=[callback, watch])
     _after_trainer_init(trainer.model, plan)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -187,87 +206,19 @@ def build_trainer(ctx: StageContext, *, base: dict | None = None, output_dir: Pa
     trainer.remove_callback(ProgressCallback)
     initial = checks.adapter_state(trainer.model, loading.TRAINED)
     return Built(trainer=trainer, model=trainer.model, callback=callback, base=base,
-                 base_fingerprint=fingerprint, initial_adapter=initial,
+                 base_fingerprint=loaded, watch=watch, initial_adapter=initial,
                  parameters=checks.parameter_counts(trainer.model))
-
-
-def _wrap(ctx: StageContext, plan: Plan, model):
-    """The PeftModel to train: a new adapter, or the parent's weights made trainable."""
-    from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
-
-    from . import loading
-
-    chain_names = [loading.adapter_name(a["ref"]) for a in plan.frozen]
-    model = loading.attach_frozen(model, plan.frozen)
-    if plan.mode == "continue":
-        config = PeftConfig.from_pretrained(ctx.parent["path"])
-        config.lora_dropout = ctx.config.lora_dropout  # the one LoRA setting a child may change
-        config.inference_mode = False
-        if isinstance(model, PeftModel):
-            model.load_adapter(ctx.parent["path"], adapter_name=loading.TRAINED, is_trainable=True)
-        else:
-            model = PeftModel.from_pretrained(model, ctx.parent["path"], config=config, is_trainable=True)
-    else:
-        lora = LoraConfig(**lora_kwargs(ctx.config))
-        if isinstance(model, PeftModel):
-            model.add_adapter(loading.TRAINED, lora)
-        else:
-            model = get_peft_model(model, lora)
-    if chain_names:
-        loading.activate(model, chain_names, loading.TRAINED)
-        _keep_chain_active(model, chain_names)
-    return model
-
-
-def _keep_chain_active(model, chain_names: list[str]) -> None:
-    """Switching adapters (TRL does, for the DPO reference) must keep the frozen chain active.
-
-    TRL's reference pass calls ``set_adapter("ref")`` and then ``set_adapter(previous)``; with
-    stacked parents beneath, both must see the parents too, so the reference is parent (+ copy of
-    the starting adapter) rather than the bare base.
-    """
-    from . import loading
-
-    def set_adapter(adapter_name, inference_mode=False):
-        loading.activate(model, chain_names, adapter_name)
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.requires_grad_(f".{loading.TRAINED}." in name and not inference_mode
-                                     and adapter_name == loading.TRAINED)
-
-    model.set_adapter = set_adapter
 
 
 def _after_trainer_init(model, plan: Plan) -> None:
     """Freeze TRL's ``ref`` copy (a DPO reference never trains) so the optimizer never holds it."""
+    from .loading import of_adapter
+
     peft_config = getattr(model, "peft_config", {})
     if "ref" in peft_config:
         for name, param in model.named_parameters():
-            if ".ref." in name:
+            if of_adapter(name, "ref"):
                 param.requires_grad_(False)
-
-
-def _trainer_args(ctx: StageContext, plan: Plan, output_dir: Path):
-    import torch
-
-    if plan.kind == "sft":
-        from trl import SFTConfig as ArgsClass, SFTTrainer as TrainerClass
-    else:
-        from trl import DPOConfig as ArgsClass, DPOTrainer as TrainerClass
-    kwargs = training_kwargs(ctx.config)
-    cuda = torch.cuda.is_available()
-    if kwargs.get("bf16") is None:
-        kwargs["bf16"] = bool(cuda and torch.cuda.is_bf16_supported())
-    # transformers 5 renamed it; TRL's configs still default the old name to True.
-    kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing", False)
-    save_steps = ctx.request.save_steps
-    eval_steps = kwargs.pop("eval_steps", None)
-    kwargs.update(
-        output_dir=str(output_dir), report_to=[], disable_tqdm=True, use_cpu=not cuda,
-        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
-        save_total_limit=None, eval_strategy="steps" if (plan.eval_rows and eval_steps) else "no",
-        eval_steps=eval_steps, logging_first_step=True, dataloader_pin_memory=cuda)
-    return TrainerClass, ArgsClass(**kwargs)
 
 
 def _quiet_libraries() -> None:
@@ -336,20 +287,32 @@ def _publish(ctx, plan: Plan, built: Built, output, eval_metrics: dict, wall: fl
     from .loading import TRAINED
 
     model = built.model
-    if checks.base_fingerprint(model) != built.base_fingerprint:
-        raise IntegrityError("base weights changed during training", "the version was not published")
+    _check_base_unchanged(plan, built, checks.base_fingerprint(model, plan.tensors.owned))
     with ctx.staging("adapter") as staged:
-        model.save_pretrained(str(staged), selected_adapters=[TRAINED])
+        # Embedding base layers are not saved: adaptr never resizes the vocabulary, so each is
+        # the base's own tensor, and PEFT's default would put a full copy into every adapter.
+        model.save_pretrained(str(staged), selected_adapters=[TRAINED], save_embedding_layers=False)
         (staged / "README.md").unlink(missing_ok=True)  # PEFT's empty card; `adaptr push` writes one
-        r = model.peft_config[TRAINED].r
-        expected = checks.expected_shapes(model, TRAINED, r, ctx.config.use_dora)
-        tensor_check = checks.check_adapter_file(staged, built.initial_adapter, expected)
+        tensor_check = checks.check_adapter_file(staged, built.initial_adapter, plan.tensors.expected)
         record = _record(ctx, plan, built, output, eval_metrics, wall, tensor_check)
         metrics = {**{k: v for k, v in output.metrics.items() if isinstance(v, (int, float))},
                    **{k: v for k, v in built.callback.last_logs.items() if k.startswith(("rewards/", "logps/"))},
                    **{k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))}}
         return ctx.publish_adapter(staged, record=record, metrics=metrics,
                                    parents=_edges(ctx, plan, derived), base=built.base["name"])
+
+
+def _check_base_unchanged(plan: Plan, built: Built, after) -> None:
+    """The base as loaded = as training began (values) = as training ended (values and identity)."""
+    begin = built.watch.begin or after
+    changed = begin.changed(after)
+    if changed:
+        raise IntegrityError(f"base weights changed during training ({', '.join(changed[:3])})",
+                             "the version was not published")
+    changed = built.base_fingerprint.changed(begin, identity=False, ignore=plan.tensors.chain_owned)
+    if changed:
+        raise IntegrityError(f"base weights changed before training began ({', '.join(changed[:3])})",
+                             "the version was not published")
 
 
 def _edges(ctx: StageContext, plan: Plan, derived) -> list:
@@ -381,7 +344,7 @@ def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_ch
         "frozen_adapters": [a["ref"] for a in plan.frozen],
         "base": {"name": base["name"], "source": base.get("source"), "revision": base.get("revision"),
                  "config_sha256": base.get("config_sha256"), "tokenizer_sha256": base.get("tokenizer_sha256"),
-                 "sha256": base.get("sha256"), "weights_fingerprint": built.base_fingerprint},
+                 "sha256": base.get("sha256"), "weights_fingerprint": built.base_fingerprint.digest},
         "data": {**plan.train.describe(), "train_rows": len(plan.train_rows)},
         "eval_data": plan.eval_source,
         "seed": ctx.config.seed,

@@ -1,7 +1,8 @@
 """`adaptr export`: any version as files a plain transformers/PEFT user loads, plus `adaptr.json`.
 
-- an adapter: its PEFT directory (``PeftModel.from_pretrained(base, OUT_DIR)``), with its stacked
-  parents under ``stacked/`` and ``LOAD_ORDER.md`` saying how to load them;
+- an adapter: its PEFT directory (``PeftModel.from_pretrained(base, OUT_DIR)``); an adapter
+  stacked on others is not one adapter, so then every layer goes under ``stacked/NN-REF`` (parent
+  first), nothing loadable is left at the top, and ``LOAD_ORDER.md`` says how to load them all;
 - ``--merged``: the full model (``AutoModelForCausalLM.from_pretrained(OUT_DIR)``), streamed;
 - a base name (a derived base, say): its model directory.
 
@@ -87,17 +88,20 @@ def _write_merged(plan, tmp: Path, dtype: str, reporter) -> dict:
 
 
 def _write_adapter_chain(registry, chain: list[dict], tmp: Path) -> dict:
-    """The adapter at the top level; stacked parents in ``stacked/NN-REF`` (parent first)."""
+    """One adapter at the top level; a stack as ``stacked/NN-REF`` (parent first) plus
+    ``LOAD_ORDER.md``, so that loading the top level alone fails instead of dropping the parents."""
     base = registry.base(chain[-1]["base"])
-    _copy_adapter(chain[-1], tmp, base)
+    if len(chain) == 1:
+        _copy_adapter(chain[0], tmp, base)
+        return {"load_order": [{"path": ".", "ref": chain[0]["ref"], "adapter_name": "default"}]}
+    from adaptr.hf.loading import peft_names
+
     order = []
-    for position, parent in enumerate(chain[:-1], start=1):
-        sub = f"stacked/{position:02d}-{parent['ref']}"
-        _copy_adapter(parent, tmp / sub, base)
-        order.append({"path": sub, "ref": parent["ref"], "adapter_name": parent["ref"]})
-    order.append({"path": ".", "ref": chain[-1]["ref"], "adapter_name": chain[-1]["ref"]})
-    if len(order) > 1:
-        (tmp / "LOAD_ORDER.md").write_text(_load_order_note(order, base))
+    for position, (adapter, name) in enumerate(zip(chain, peft_names([a["ref"] for a in chain])), start=1):
+        sub = f"stacked/{position:02d}-{adapter['ref']}"
+        _copy_adapter(adapter, tmp / sub, base)
+        order.append({"path": sub, "ref": adapter["ref"], "adapter_name": name})
+    (tmp / "LOAD_ORDER.md").write_text(_load_order_note(order, base))
     return {"load_order": order}
 
 
@@ -112,17 +116,23 @@ def _copy_adapter(adapter: dict, dst: Path, base: dict) -> None:
 
 
 def _load_order_note(order: list[dict], base: dict) -> str:
-    lines = [f"# Load order\n\nThis adapter was trained stacked on {len(order) - 1} frozen parent(s); all of them "
-             f"must be active together, on base `{base['source']}`:\n\n```python",
-             "from peft import PeftModel", "from transformers import AutoModelForCausalLM", "",
-             f"model = AutoModelForCausalLM.from_pretrained({base['source']!r})",
-             f"model = PeftModel.from_pretrained(model, {order[0]['path']!r}, "
-             f"adapter_name={order[0]['adapter_name']!r})"]
-    lines += [f"model.load_adapter({o['path']!r}, adapter_name={o['adapter_name']!r})" for o in order[1:]]
-    names = [o["adapter_name"] for o in order]
-    lines += [f"model.base_model.set_adapter({names!r})", "```", "",
-              "Or get one model with all of them merged in: `adaptr export REF DIR --merged`.", ""]
-    return "\n".join(lines)
+    from adaptr.hf.loading import peft_snippet
+
+    source, revision, note = base["source"], base.get("revision"), ""
+    if base.get("source_kind") == "derived":
+        source, revision = "BASE_DIR", None
+        note = (f"\nBASE_DIR is base `{base['name']}`, a base adaptr derived by merging; "
+                f"`adaptr export {base['name']} BASE_DIR` writes it.\n")
+    elif base.get("source_kind") != "hub":
+        revision = None
+    top = order[-1]["ref"]
+    snippet = peft_snippet(source, [(o["path"], o["ref"]) for o in order], revision)
+    return "\n".join([
+        "# Load order", "",
+        f"`{top}` was trained stacked on {len(order) - 1} frozen adapter(s): it is not one adapter, and "
+        "`PeftModel.from_pretrained(base, this_dir)` finds none here. Load every layer, parent first, "
+        f"and keep them all active, on base `{base['name']}`:", note, "```python", snippet, "```", "",
+        f"Or get one model with all of them merged in: `adaptr export {top} DIR --merged`.", ""])
 
 
 def _public(record: dict) -> dict:

@@ -108,6 +108,9 @@ def _check_compatible(adapters: list[dict], configs: list[dict], method: str) ->
         if config.get("use_dora"):
             raise ConflictError(f"{ref} is a DoRA adapter; weighted merges would drop its magnitudes",
                                 "merge it into a base with --into-base instead")
+        if config.get("bias", "none") != "none":
+            raise ConflictError(f"{ref} trains biases (bias={config['bias']}); a weighted merge would drop them",
+                                "merge it into a base with --into-base instead")
     kinds = {type(c.get("target_modules")).__name__ for c in configs}
     if len(kinds) > 1:
         raise ConflictError("the adapters' target_modules mix a regex string and a list",

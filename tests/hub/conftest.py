@@ -1,33 +1,16 @@
 """Hub tests: the real huggingface_hub client (in `adaptr` subprocesses) against tests/hubserver.py.
 
-The endpoint is fixed here, before anything in this process imports huggingface_hub: a listening
-socket is reserved now and handed to the server when the first test needs it.
+The server and its endpoint come from tests/conftest.py (``hub_server``, set up before anything
+imports huggingface_hub).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hubserver import HubServer, reserve_socket  # noqa: E402
-
-from .helpers import TOKEN  # noqa: E402
-
-_SOCKET = reserve_socket()
-ENDPOINT = f"http://127.0.0.1:{_SOCKET.getsockname()[1]}"
-os.environ["HF_ENDPOINT"] = ENDPOINT
-os.environ["HF_HUB_DISABLE_XET"] = "1"
-
-
-@pytest.fixture(scope="session")
-def hub_server(tmp_path_factory):
-    server = HubServer(tmp_path_factory.mktemp("hubserver"), token=TOKEN, sock=_SOCKET).start()
-    yield server
-    server.stop()
+from .helpers import TOKEN
 
 
 @pytest.fixture

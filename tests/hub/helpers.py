@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from conftest import HUB_TOKEN as TOKEN  # noqa: F401  (the local Hub server's token)
 from conftest import run_cli
-
-TOKEN = "hf_adaptrtest" + secrets.token_hex(12)
 
 
 def publish(registry, source: Path, name: str, *, parents=(), stage: str = "sft", base: str = "tiny",

@@ -113,9 +113,12 @@ def test_export_stacked_chain_has_parents_and_load_order(cli_registry, tmp_path)
     run_cli("export", "s", str(out), registry=cli_registry, check=True)
     meta = json.loads((out / "adaptr.json").read_text())
     assert meta["chain"] == ["a-v1", "s-v1"]
-    assert [o["path"] for o in meta["load_order"]] == ["stacked/01-a-v1", "."]
+    assert [o["path"] for o in meta["load_order"]] == ["stacked/01-a-v1", "stacked/02-s-v1"]
     assert (out / "stacked/01-a-v1/adapter_model.safetensors").is_file()
-    assert "load_adapter('.'" in (out / "LOAD_ORDER.md").read_text()
+    assert not (out / "adapter_config.json").exists()  # loading the top level alone must fail
+    note = (out / "LOAD_ORDER.md").read_text()
+    assert "load_adapter('stacked/02-s-v1', adapter_name='s-v1')" in note
+    assert "set_adapter(['s-v1', 'a-v1'])" in note
     assert {e["relation"] for e in meta["lineage"]} == {"stacked"}
 
 
