@@ -69,7 +69,10 @@ def _item_type(tp):
 def _type_name(tp) -> str:
     if _is_list(tp):
         return "list of " + {float: "numbers", int: "whole numbers"}.get(_item_type(tp), "names")
-    return {bool: "true/false value", int: "whole number", float: "number", str: "text"}.get(tp, str(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(member) for member in typing.get_args(tp))
+    return {bool: "true/false value", int: "whole number", float: "number", str: "text",
+            dict: "mapping"}.get(tp, str(tp))
 
 
 def _parse(key: str, tp, field: dataclasses.Field, value: str) -> Any:
@@ -103,7 +106,10 @@ def _typed(key: str, tp, value: Any) -> Any:
             raise UsageError(f"{key}={value!r} is not a valid {_type_name(tp)}",
                              f"see `--help` for what {key} takes")
         return [_typed(key, _item_type(tp), item) for item in value]
-    ok = _CHECKS.get(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # e.g. bool | str
+        ok = lambda v: any(_CHECKS.get(member, lambda _: True)(v) for member in typing.get_args(tp))  # noqa: E731
+    else:
+        ok = _CHECKS.get(tp)
     if ok is not None and not ok(value):
         raise UsageError(f"{key}={value!r} is not a valid {_type_name(tp)}",
                          f"see `--help` for what {key} takes")
@@ -115,6 +121,7 @@ _CHECKS = {
     int: lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
     float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     str: lambda v: isinstance(v, str),
+    dict: lambda v: isinstance(v, dict),
 }
 
 

@@ -54,7 +54,7 @@ class TrainRecipe:
         None, "Per-module alphas as JSON, e.g. {\"q_proj\": 32} (peft LoraConfig.alpha_pattern).")
     fan_in_fan_out: bool = _lora(
         None, "Weights stored (in, out), as GPT-2's Conv1D; default: PEFT decides by layer type.")
-    init_lora_weights: str = _lora(
+    init_lora_weights: bool | str = _lora(
         None, "LoRA init: true (default), false, gaussian...; pissa/olora/corda/loftq/eva are refused.")
 
     # -- optimisation (transformers TrainingArguments) -------------------------------------
