@@ -1,22 +1,33 @@
 """adaptr: a lifecycle manager for LoRA/PEFT adapters.
 
 The public API for plugin authors and scripts. Importing it never imports torch.
+
+from __future__ import annotations
+
+The public modules are this one, ``adaptr.trl_stage`` (stages on a TRL trainer, dataset
+formats), ``adaptr.merging`` (the streaming merge), ``adaptr.records`` (what versions record),
+``adaptr.config`` (stage configs), ``adaptr.store`` (manifests), ``adaptr.plugins`` (the plugin
+manager) and ``adaptr.cli`` (for plugin commands); built-in plugins import nothing else, as an
+outside plugin would not (a test checks it; docs/architecture.md).
 """
 
 from __future__ import annotations
 
+from . import config, plugins, records, store
 from .errors import AdaptrError, ConflictError, IntegrityError, MachineError, NotFoundError, UsageError
-from .hookspecs import hookimpl
-from .registry import Registry
-from .stages import Executor, Stage, StageContext, StageRequest, run_stage
 from .evals import EvalJob, EvalTarget, Evaluator
+from .hookspecs import hookimpl
+from .refs import check_adapter_name, check_name
+from .registry import Registry
+from .stages import CHECKPOINT_INFO, Executor, Stage, StageContext, StageRequest, run_stage
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaptrError", "ConflictError", "EvalJob", "EvalTarget", "Evaluator", "Executor", "IntegrityError", "MachineError", "NotFoundError",
-    "Registry", "Stage", "StageContext", "StageRequest", "UsageError", "hookimpl", "load",
-    "run_stage", "__version__",
+    "AdaptrError", "CHECKPOINT_INFO", "ConflictError", "EvalJob", "EvalTarget", "Evaluator", "Executor",
+    "IntegrityError", "MachineError", "NotFoundError", "Registry", "Stage", "StageContext", "StageRequest",
+    "UsageError", "check_adapter_name", "check_name", "config", "hookimpl", "load", "plugins", "records",
+    "run_stage", "store", "__version__",
 ]
 
 

@@ -2,6 +2,12 @@
 
 Each field carries ``metadata={"help": ...}`` and optionally ``"group"`` (``"lora"`` fields are
 inherited from a parent adapter's recorded config when not given). Unknown keys are errors.
+
+A stage may also accept every field of a library's config class (its ``passthrough``: TRL's
+``SFTConfig`` for the sft stage): such keys land in the config's ``trainer_options`` field,
+typed and range-checked by that class's own annotations; the library validates them when the
+class is constructed in the stage's check. The options a config class owns itself are named in
+its ``owned_options`` (key -> the adaptr option to use instead) and refused.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ from .errors import UsageError
 
 def fields(config_class: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(config_class) if not f.name.startswith("_")]
+
+
+def shown_fields(config_class: type) -> list[dataclasses.Field]:
+    """The fields the CLI makes options of and the TUI makes form fields of (not ``hidden`` ones)."""
+    return [f for f in fields(config_class) if not f.metadata.get("hidden")]
 
 
 def field_help(field: dataclasses.Field) -> str:
@@ -76,6 +87,8 @@ def _type_name(tp) -> str:
 
 
 def _parse(key: str, tp, field: dataclasses.Field, value: str) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return _parse_union(key, tp, field, value)
     try:
         if tp is bool:
             lowered = value.strip().lower()
@@ -97,6 +110,27 @@ def _parse(key: str, tp, field: dataclasses.Field, value: str) -> Any:
     except (ValueError, json.JSONDecodeError):
         raise UsageError(f"{key}={value!r} is not a valid {_type_name(tp)}",
                          f"see `--help` for what {key} takes") from None
+
+
+def _parse_union(key: str, tp, field: dataclasses.Field, value: str) -> Any:
+    """A string for a field of several types (``int | str``): the first that parses it."""
+    members = [m for m in typing.get_args(tp) if m is not type(None)]
+    text = value.strip()
+    if text[:1] in "[{" and any(_is_list(m) or m is dict or typing.get_origin(m) is dict for m in members):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    for member in (m for m in members if m in (bool, int, float)):
+        try:
+            return _parse(key, member, field, value)
+        except UsageError:
+            continue
+    if value.lower() == "none" and type(None) in typing.get_args(tp):
+        return None
+    if str in members or any(isinstance(m, type) and issubclass(m, str) for m in members):
+        return value
+    raise UsageError(f"{key}={value!r} is not a valid {_type_name(tp)}", f"see `--help` for what {key} takes")
 
 
 def _typed(key: str, tp, value: Any) -> Any:
@@ -199,16 +233,63 @@ def parse_sets(pairs: list[str]) -> dict:
     return out
 
 
-def build(config_class: type, *layers: dict) -> Any:
-    """Instantiate ``config_class`` from layered dicts (later layers win); refuse unknown keys."""
+OPTIONS_FIELD = "trainer_options"
+
+
+def build(config_class: type, *layers: dict, passthrough=None) -> Any:
+    """Instantiate ``config_class`` from layered dicts (later layers win); refuse unknown keys.
+
+    ``passthrough`` is the library config class whose fields are accepted too (a class, a
+    ``"module:attribute"`` string, or None); it is imported only when such a key is given.
+    """
     values: dict[str, Any] = {}
+    options: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
-            values[key] = coerce(config_class, key, value)
+            if key == OPTIONS_FIELD:
+                options.update(value or {})
+            elif key in {f.name for f in fields(config_class)}:
+                values[key] = coerce(config_class, key, value)
+            else:
+                options[key] = value
+    if options:
+        values[OPTIONS_FIELD] = {k: coerce_option(config_class, passthrough, k, v) for k, v in options.items()}
     try:
         return config_class(**values)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"invalid config: {exc}", "check the values given") from None
+
+
+def coerce_any(config_class: type, passthrough, key: str, value: Any) -> Any:
+    """``coerce`` for a field of the stage's config, or :func:`coerce_option` for any other key."""
+    if key in {f.name for f in fields(config_class)}:
+        return coerce(config_class, key, value)
+    return coerce_option(config_class, passthrough, key, value)
+
+
+def coerce_option(config_class: type, passthrough, key: str, value: Any) -> Any:
+    """A key of the passthrough class, typed by its annotation; an owned or unknown key refused."""
+    owned = getattr(config_class, "owned_options", {})
+    if key in owned:
+        raise UsageError(f"{key} is set by adaptr", owned[key])
+    library = resolve_class(passthrough) if passthrough else None
+    known = {f.name for f in fields(library)} if library else set()
+    if key not in known or key == OPTIONS_FIELD:
+        candidates = [f.name for f in fields(config_class) if f.name != OPTIONS_FIELD] + sorted(known)
+        close = difflib.get_close_matches(key, candidates, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "see the stage's --help for its keys"
+        raise UsageError(f"unknown config key {key!r} for this stage", hint)
+    return coerce(library, key, value)
+
+
+def resolve_class(target: str | type) -> type:
+    """A class given as ``"module:attribute"`` (imported now), or the class itself."""
+    if not isinstance(target, str):
+        return target
+    import importlib
+
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def to_dict(config: Any) -> dict:

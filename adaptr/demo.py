@@ -73,10 +73,7 @@ def _merge(registry: Registry, echo) -> None:
 
     if "merge" not in plugins.stages():
         return
-    try:
-        from .hf.merge import merge_adapter_into_base
-    except ImportError:
-        return
     echo("$ adaptr merge dpo-v1 --into-base --dtype fp32")
-    derived = merge_adapter_into_base(registry, registry.resolve("dpo-v1"), None, "fp32")
-    echo(f"  -> derived base {derived['name']}")
+    request = StageRequest(stage="merge", parent="dpo-v1", config={"into_base": True, "dtype": "fp32"})
+    run = run_stage(registry, request)
+    echo(f"  -> derived base {run['output_ref']} ({run['status']})")

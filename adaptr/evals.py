@@ -259,7 +259,7 @@ def _rows(job: EvalJob) -> int | None:
 
 
 def _libraries() -> dict:
-    from .hf.checks import library_versions  # importlib.metadata only, no torch
+    from .records import library_versions
 
     return library_versions()
 

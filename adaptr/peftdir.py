@@ -303,7 +303,6 @@ def import_adapter(registry: Registry, path: Path | str, *, base: str, name: str
         version = registry.publish_adapter(
             staged, name=name or default_name(path), base=base, stage=stage,
             parents=parents, config=adapter.config, record=record)
-    plugins.pm.hook.version_published(version=version)
     return version
 
 

@@ -75,6 +75,7 @@ class Registry:
         conn.execute("PRAGMA synchronous = NORMAL")
         self.conn = conn
         self._db: Database | None = None
+        self._published: list[tuple[int, str]] = []  # recorded in the open transaction
         if migrations_mod.pending_names(conn):
             with self.write():
                 migrations_mod.migrations.apply(self.db)
@@ -171,8 +172,20 @@ class Registry:
             yield self.db
         except BaseException:
             conn.execute("ROLLBACK")
+            self._published.clear()
             raise
         conn.execute("COMMIT")
+        self._announce_published()
+
+    def _announce_published(self) -> None:
+        """Fire ``version_published`` for what the committed transaction recorded: the one place
+        it is fired, for every producer (stages, merges, import, pull)."""
+        from . import plugins
+
+        published, self._published = self._published, []
+        for node_id, kind in published:
+            node = self.adapter_by_id(node_id) if kind == "adapter" else self.base_by_id(node_id)
+            plugins.pm.hook.version_published(version=node)
 
     def query(self, sql: str, params: Iterable | dict = ()) -> list[dict]:
         """Rows of a read query as dicts (plain sqlite3: no sqlite-utils import on read paths)."""
@@ -310,6 +323,7 @@ class Registry:
         if run_id:
             self.conn.execute("UPDATE runs SET output_kind = 'adapter', output_id = ? WHERE id = ?",
                               [node, run_id])
+        self._published.append((node, "adapter"))
         return node
 
     def _withdraw(self, final: Path) -> None:
@@ -377,7 +391,7 @@ class Registry:
             raise
 
     def publish_base(self, staged: Path, *, name: str, source: str, parents=(), info=None,
-                     record=None) -> dict:
+                     record=None, run_id: str | None = None) -> dict:
         """Seal a staged model directory and record it as a derived base owned by the store."""
         check_name(name, "base name")
         info = dict(info or {})
@@ -391,8 +405,12 @@ class Registry:
             self._announce(final)
         try:
             with self.write(), self._placed(Path(staged), final):
-                self.add_base(name, source=source, source_kind="derived", path=final, owned=True,
-                              info=info, record=record, parents=parents, files=files)
+                base = self.add_base(name, source=source, source_kind="derived", path=final, owned=True,
+                                     info=info, record=record, parents=parents, files=files)
+                self._published.append((base["id"], "base"))
+                if run_id:
+                    self.conn.execute("UPDATE runs SET output_kind = 'base', output_id = ? WHERE id = ?",
+                                      [base["id"], run_id])
         except BaseException:
             self._withdraw(final)
             raise
@@ -824,6 +842,24 @@ class Registry:
         with self.write():
             self.db["checkpoints"].insert(row, replace=True)
         return {**row, "path": str(path)}
+
+    def prune_checkpoints(self, run_id: str, keep_last: int, keep_step: int | None = None) -> list[int]:
+        """Remove the run's checkpoints but its newest ``keep_last`` and the one at ``keep_step``;
+        return the steps removed. Rows and directories go together (into tmp/, then deleted)."""
+        with self.write():
+            steps = [r[0] for r in self.conn.execute(
+                "SELECT step FROM checkpoints WHERE run_id = ? ORDER BY step DESC", [run_id])]
+            doomed = [s for s in steps[max(1, keep_last):] if s != keep_step]
+            trash = []
+            for step in doomed:
+                (path,) = self.conn.execute("SELECT path FROM checkpoints WHERE run_id = ? AND step = ?",
+                                            [run_id, step]).fetchone()
+                self.conn.execute("DELETE FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step])
+                trash.append(self._move_to_trash(self.store.absolute(path)))
+        for path in trash:
+            if path:
+                store_mod.shutil.rmtree(path, ignore_errors=True)
+        return doomed
 
     def checkpoints(self, run_id: str) -> list[dict]:
         rows = self.query("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step DESC", [run_id])

@@ -1,8 +1,10 @@
 """Stages and the headless core that runs them; the CLI and the TUI both call :func:`run_stage`.
 
 A stage plugin registers a :class:`Stage`: a name, a config dataclass, and two functions:
-``check(ctx)`` validates everything cheap (data, LoRA settings, CUDA) before anything is written,
-and ``run(ctx)`` does the work and publishes through the :class:`StageContext`.
+``check(ctx)`` decides everything that needs no weights (data, settings, inputs, the machine)
+before anything is written and returns the plan, and ``run(ctx)`` does the work, with that plan
+as ``ctx.plan``, and publishes through the :class:`StageContext`. A stage on a TRL trainer is
+made by :class:`adaptr.trl_stage.TrlStage`, which supplies both.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class Stage:
     name: str
     config_class: type
     run: Callable[["StageContext"], None]
-    check: Callable[["StageContext"], None] | None = None
+    check: Callable[["StageContext"], Any] | None = None
     help: str = ""
     inputs: str = "base_or_parent"
     takes_data: bool = True
@@ -52,6 +54,11 @@ class Stage:
     outputs: tuple[str, ...] = ("adapter",)
     """What the stage publishes. For a stage that publishes only an ``"adapter"``, ``--name`` is
     checked before anything else; a stage that may publish a ``"base"`` checks its own."""
+    trl: Any = None
+    """The :class:`adaptr.trl_stage.TrlStage` a TRL-backed stage was made from."""
+    passthrough: Any = None
+    """A library config class (or ``"module:attribute"``) whose every field the stage accepts too,
+    into its config's ``trainer_options`` (see adaptr/config.py)."""
 
 
 @dataclass
@@ -130,6 +137,8 @@ class StageContext:
     run: dict | None = None
     reporter: Reporter = field(default_factory=LogReporter)
     warnings: list[str] = field(default_factory=list)
+    plan: Any = None
+    """What the stage's ``check`` returned: everything ``run`` needs that was decided up front."""
     resume_from: dict | None = None
     """Set by the ``resume`` stage: the verified checkpoint (``path``, ``step``, ``run``) to load."""
     resumes: str | None = None
@@ -197,15 +206,23 @@ class StageContext:
             self.registry.update_run(self.run["id"], **fields_)
             self._last_progress_write = time.monotonic()
 
+    def progress_reporter(self) -> "Reporter":
+        """A reporter for work the stage hands to a helper (a merge): it shows on the context's
+        reporter and records progress on the run."""
+        return _RunProgress(self)
+
     def staging(self, prefix: str = "artifact"):
         """A temporary directory in the store (same filesystem, so publishing is a rename)."""
         return self.registry.store.staging(prefix)
 
-    def save_checkpoint(self, step: int, staged: Path) -> dict | None:
+    def save_checkpoint(self, step: int, staged: Path, *, keep_last: int | None = None,
+                        keep_step: int | None = None) -> dict | None:
         """Seal a checkpoint directory, move it into the run's checkpoints/, record it.
 
         The checkpoint also gets ``adaptr-checkpoint.json`` (stage, config, data digests), which
-        ``adaptr resume`` compares with the run it continues. Other ranks than 0 return None.
+        ``adaptr resume`` compares with the run it continues. With ``keep_last``, the run then
+        keeps only its newest ``keep_last`` checkpoints and the one at ``keep_step`` (the best):
+        the newest, which a resume needs, is always among them. Other ranks than 0 return None.
         """
         if not self.is_main_process:
             return None
@@ -219,10 +236,12 @@ class StageContext:
         checkpoint = self.registry.record_checkpoint(self.run["id"], step, final, digest)
         crash_point(f"checkpoint-recorded-{step}")
         plugins.pm.hook.checkpoint_saved(run=self.run, checkpoint=checkpoint)
+        if keep_last:
+            self.registry.prune_checkpoints(self.run["id"], keep_last, keep_step)
         return checkpoint
 
     def checkpoint_info(self, step: int) -> dict:
-        from .hf.checks import library_versions  # importlib.metadata only, no torch
+        from .records import library_versions
 
         return {"format": 1, "step": step, "stage": self.stage.name,
                 "config": config_mod.to_dict(self.config), "data": self.data_digests(),
@@ -248,8 +267,10 @@ class StageContext:
         return [(self.parent, MODE_RELATION[self.mode], {"mode": self.mode, **(params or {})})]
 
     def publish_adapter(self, staged: Path, *, record: dict, metrics: dict | None = None,
-                        parents: list[tuple[dict, str, dict]] | None = None,
-                        name: str | None = None, base: str | None = None) -> dict | None:
+                        parents: list[tuple[dict, str, dict]] | None = None, name: str | None = None,
+                        base: str | None = None, config: dict | None = None) -> dict | None:
+        """Record ``staged`` as the next version of the run's output; ``config`` defaults to the
+        stage config (a weighted merge records the new adapter's own)."""
         if not self.is_main_process:
             return None
         if self.resume_from:
@@ -258,20 +279,38 @@ class StageContext:
             staged, name=name or self.default_name(), base=base or self.base["name"],
             stage=self.stage.name,
             parents=self.lineage_parents() if parents is None else parents,
-            config=config_mod.to_dict(self.config), record=record, metrics=metrics,
-            run_id=self.run["id"] if self.run else None)
-        plugins.pm.hook.version_published(version=version)
+            config=config_mod.to_dict(self.config) if config is None else config, record=record,
+            metrics=metrics, run_id=self.run["id"] if self.run else None)
         self.reporter.message(f"published {version['ref']}")
         return version
 
-    def publish_base(self, staged: Path, *, name: str, parents, info: dict, record: dict) -> dict | None:
+    def publish_base(self, staged: Path, *, name: str, source: str, parents, info: dict,
+                     record: dict) -> dict | None:
+        """Record ``staged`` as the derived base ``name`` (made by this run: a merge)."""
         if not self.is_main_process:
             return None
-        base = self.registry.publish_base(staged, name=name, source=f"merge:{self.request.parent}",
-                                          parents=parents, info=info, record=record)
-        plugins.pm.hook.version_published(version=base)
+        base = self.registry.publish_base(staged, name=name, source=source, parents=parents, info=info,
+                                          record=record, run_id=self.run["id"] if self.run else None)
         self.reporter.message(f"registered derived base {name}")
         return base
+
+
+class _RunProgress:
+    def __init__(self, ctx: StageContext):
+        self.ctx, self.total = ctx, None
+
+    def start(self, total, description):
+        self.total = total
+        self.ctx.reporter.start(total, description)
+
+    def update(self, step, metrics):
+        self.ctx.progress(step, self.total)
+
+    def message(self, text):
+        self.ctx.reporter.message(text)
+
+    def finish(self):
+        self.ctx.reporter.finish()
 
 
 def _resume_record(resume_from: dict) -> dict:
@@ -300,14 +339,14 @@ def prepare(registry: Registry, request: StageRequest, reporter: Reporter | None
     if stage.takes_data and not request.data:
         raise UsageError(f"stage {stage.name} needs --data FILE", "pass a JSONL, JSON, Parquet or CSV file")
     inherited = _inherited(stage.config_class, parent, request.config)
-    cfg = config_mod.build(stage.config_class, inherited, request.config)
+    cfg = config_mod.build(stage.config_class, inherited, request.config, passthrough=stage.passthrough)
     ctx = StageContext(registry=registry, stage=stage, request=request, config=cfg, base=base,
                        parent=parent, run=run, reporter=reporter or LogReporter())
     registry.store.check_writable()
     for node in registry.needs(parent or base):
         ctx.use(node)
     if stage.check:
-        stage.check(ctx)
+        ctx.plan = stage.check(ctx)
     return ctx
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import sqlite3
 import sys
@@ -11,9 +10,6 @@ import click
 
 from ..errors import IntegrityError, NotFoundError, UsageError
 from .common import State, console, echo_err, echo_json, pass_state
-
-LIBRARIES = ("adaptr", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes",
-             "safetensors", "datasets", "huggingface_hub", "sqlite-utils", "pluggy", "textual")
 
 
 @click.command("plugins")
@@ -38,15 +34,12 @@ def plugins_cmd(as_json):
     console().print(table)
 
 
-def library_versions() -> dict[str, str | None]:
-    """Installed versions, read from package metadata (nothing is imported)."""
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+def _installed() -> dict[str, str | None]:
+    """Every library adaptr reports, its version or None when it is not installed."""
+    from ..records import LIBRARIES, library_versions
+
+    found = library_versions()
+    return {name: found.get(name) for name in LIBRARIES}
 
 
 def torch_report() -> dict:
@@ -79,7 +72,7 @@ def doctor_cmd(state: State, check_torch, quick, as_json):
     from ..maintenance import check_health
 
     report = {"python": sys.version.split()[0], "platform": platform.platform(),
-              "sqlite": sqlite3.sqlite_version, "libraries": library_versions()}
+              "sqlite": sqlite3.sqlite_version, "libraries": _installed()}
     if check_torch:
         report["torch"] = torch_report()
     problems = []

@@ -86,7 +86,7 @@ def _field_option(config_class: type, field: dataclasses.Field):
 
 
 def build_stage_command(stage) -> click.Command:
-    config_fields = config_mod.fields(stage.config_class)
+    config_fields = config_mod.shown_fields(stage.config_class)
     reserved = {"base", "parent", "mode", "data", "eval_data", "eval_fraction", "name", "config_file",
                 "sets", "quantize", "save_steps", "as_json", "dry_run", "detach", "gpus", "executor",
                 "processes"}
@@ -99,8 +99,19 @@ def build_stage_command(stage) -> click.Command:
     for field in reversed([f for f in config_fields if f.name not in reserved]):
         command = _field_option(stage.config_class, field)(command)
     command = _common_options(command)
-    return click.command(stage.name, help=stage.help or f"Run stage {stage.name}.",
+    return click.command(stage.name, help=stage.help or f"Run stage {stage.name}.", epilog=_epilog(stage),
                          context_settings={"show_default": False})(command)
+
+
+def _epilog(stage) -> str | None:
+    """How to set what the options above do not show: every field of the trainer's own config."""
+    if not stage.passthrough:
+        return None
+    name = stage.passthrough if isinstance(stage.passthrough, str) else stage.passthrough.__qualname__
+    return (f"Every other field of {name.replace(':', '.')} can be set too, with --set KEY=VALUE or in the "
+            "--config YAML (e.g. --set neftune_noise_alpha=5, --set save_total_limit=3, --set report_to=tensorboard); "
+            "TRL validates them before training starts. adaptr sets output_dir, save_strategy (--save-steps) "
+            "and the other run-management fields itself.")
 
 
 def build_request(stage, params: dict, field_values: dict) -> StageRequest:
@@ -112,7 +123,7 @@ def build_request(stage, params: dict, field_values: dict) -> StageRequest:
         if key in REQUEST_KEYS:
             request_fields[REQUEST_KEYS[key]] = value
         else:
-            config_mod.coerce(stage.config_class, key, value)  # unknown keys are refused here
+            config_mod.coerce_any(stage.config_class, stage.passthrough, key, value)  # unknown: refused
             config_layer[key] = value
     for key in ("base", "parent", "mode", "data", "eval_data", "eval_fraction", "name", "quantize",
                 "save_steps"):
@@ -120,9 +131,9 @@ def build_request(stage, params: dict, field_values: dict) -> StageRequest:
             request_fields[key] = params[key]
     config_layer.update({k: v for k, v in field_values.items() if v is not None})
     for key, value in config_mod.parse_sets(list(params.get("sets") or ())).items():
-        config_mod.coerce(stage.config_class, key, value)
         config_layer[key] = value
-    config_layer = {k: config_mod.coerce(stage.config_class, k, v) for k, v in config_layer.items()}
+    config_layer = {k: config_mod.coerce_any(stage.config_class, stage.passthrough, k, v)
+                    for k, v in config_layer.items()}
     if request_fields.get("mode") and not request_fields.get("parent"):
         raise UsageError(f"--mode {request_fields['mode']} needs --from REF",
                          "name the parent adapter, e.g. --from sft-v1")

@@ -29,8 +29,9 @@ class FingerprintCallback(TrainerCallback):
 class RegistryCallback(TrainerCallback):
     """Reports each step, records logged metrics, moves checkpoints into the store, obeys cancel."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, keep_checkpoints: int | None = None):
         self.ctx = ctx
+        self.keep_checkpoints = keep_checkpoints
         self.last_logs: dict = {}
         self.first_logs: dict | None = None
         self.num_tokens = 0.0
@@ -85,7 +86,9 @@ class RegistryCallback(TrainerCallback):
             return
         strip_extra_adapters(staged)
         started = time.monotonic()
-        self.ctx.save_checkpoint(state.global_step, staged)
+        best = state.best_model_checkpoint  # tracked by the Trainer when metric_for_best_model is set
+        self.ctx.save_checkpoint(state.global_step, staged, keep_last=self.keep_checkpoints,
+                                 keep_step=int(best.rsplit("-", 1)[1]) if best else None)
         self.ctx.reporter.message(
             f"checkpoint at step {state.global_step} ({time.monotonic() - started:.1f}s to seal)")
 

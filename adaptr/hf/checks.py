@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import math
-import resource
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import IntegrityError
+from ..records import peak_rss_bytes
 
-LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "adaptr")
 _ADAPTER_MARKERS = ("lora_", "modules_to_save")
-
-
-def library_versions() -> dict:
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def version_drift(recorded: dict, current: dict) -> list[str]:
-    """Libraries whose version differs from a parent's record, as ``name a -> b``."""
-    return [f"{name} {recorded[name]} -> {current.get(name, 'missing')}"
-            for name in ("torch", "transformers", "peft", "trl")
-            if name in recorded and recorded[name] != current.get(name)]
 
 
 @dataclass(frozen=True)
@@ -236,24 +217,12 @@ def check_adapter_file(saved_dir: Path, before: dict, expected: dict[str, tuple]
     return {"tensors": len(saved), "lora_tensors": len(lora), "changed_tensors": len(changed)}
 
 
-def _high_water_rss() -> int:
-    """This process's peak RSS. Linux's VmHWM, not ru_maxrss, which survives exec and so can
-    report the peak of whoever started the process."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def memory_record(peak_rss: int) -> dict:
     """Peak memory: CPU RSS (sampled every step and the kernel's high-water mark), GPU
     allocated and reserved (torch's caching allocator)."""
     import torch
 
-    out = {"cpu_peak_rss_bytes": max(peak_rss, _high_water_rss())}
+    out = {"cpu_peak_rss_bytes": max(peak_rss, peak_rss_bytes())}
     if torch.cuda.is_available():
         out["gpu_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
         out["gpu_peak_reserved_bytes"] = torch.cuda.max_memory_reserved()

@@ -1,10 +1,14 @@
 """Training data: load local files, validate every row before any model loads, digest them.
 
 Accepted: JSONL, JSON (a list of objects), Parquet, CSV, or a directory saved with
-``datasets.Dataset.save_to_disk``. Formats follow TRL's:
+``datasets.Dataset.save_to_disk``. A stage names the formats it takes, from TRL's dataset
+formats (huggingface.co/docs/trl/dataset_formats), each plain or conversational:
 
-- SFT: ``messages`` (conversational), ``prompt``/``completion`` (plain or conversational), ``text``
-- DPO: ``prompt``/``chosen``/``rejected`` (plain strings, or lists of messages)
+- language modeling: ``text``, or ``messages`` (with an assistant message)
+- prompt-completion: ``prompt``/``completion``
+- preference: ``prompt``/``chosen``/``rejected``
+- unpaired preference: ``prompt``/``completion``/``label`` (a boolean)
+- prompt-only: ``prompt`` (other columns are kept: reward functions read them)
 
 Errors name the file, the row (1-based; the line number for JSONL), the key and what was expected.
 """
@@ -16,14 +20,12 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..config import decode_utf8
 from ..errors import UsageError
 from ..store import sha256_file
 
-SFT_FORMATS = {"messages": ("messages",), "prompt_completion": ("prompt", "completion"),
-               "text": ("text",)}
-DPO_FORMATS = {"preference": ("prompt", "chosen", "rejected")}
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 _SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -37,6 +39,7 @@ class LoadedData:
     format: str
     sha256: str
     row_numbers: list[int] = field(default_factory=list)
+    data_format: "DataFormat | None" = None
 
     def describe(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "rows": len(self.rows),
@@ -175,14 +178,74 @@ def _kind(value) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def _detect(rows: list[dict], numbers: list[int], path: Path, formats: dict) -> str:
+@dataclass(frozen=True)
+class DataFormat:
+    """One of TRL's dataset formats: the keys of a row, and how its text is checked and encoded.
+
+    A row holds either one ``whole`` example (``text`` or ``messages``), or a ``prompt`` followed
+    by ``completions`` (each the prompt's continuation: ``completion``, ``chosen``, ``rejected``),
+    all plain strings or all conversations. ``check_row`` adds a rule of the format's own.
+    """
+
+    name: str
+    keys: tuple[str, ...]
+    whole: str | None = None
+    prompt: str | None = None
+    completions: tuple[str, ...] = ()
+    needs_assistant: bool = False
+    keep_extra: bool = False
+    check_row: Callable[[dict, Path, int], None] | None = None
+
+    def validate(self, row: dict, path: Path, number: int) -> None:
+        for key in self.keys:
+            if key not in row:
+                raise _fail(path, number, key, "is missing", "the same keys in every row")
+        if self.whole:
+            _check_whole(row[self.whole], path, number, self.whole, self.needs_assistant)
+        if self.prompt:
+            _check_pair(row, path, number, (self.prompt, *self.completions))
+        if self.check_row:
+            self.check_row(row, path, number)
+
+    def project(self, row: dict) -> dict:
+        """The row as the trainer gets it: extra columns would confuse it, unless kept."""
+        return dict(row) if self.keep_extra else {k: row[k] for k in self.keys}
+
+
+def _check_whole(value, path, number, key, needs_assistant: bool) -> None:
+    if not isinstance(value, list):
+        _check_text(value, path, number, key)
+        return
+    _check_messages(value, path, number, key)
+    if needs_assistant and not any(m.get("role") == "assistant" for m in value):
+        raise _fail(path, number, key, "has no assistant message", "at least one message with role 'assistant'")
+
+
+def _check_label(row: dict, path: Path, number: int) -> None:
+    if not isinstance(row["label"], bool):
+        raise _fail(path, number, "label", f"is {_kind(row['label'])}",
+                    "true (the completion is desirable) or false")
+
+
+TEXT = DataFormat("text", ("text",), whole="text")
+MESSAGES = DataFormat("messages", ("messages",), whole="messages", needs_assistant=True)
+PROMPT_COMPLETION = DataFormat("prompt_completion", ("prompt", "completion"), prompt="prompt",
+                               completions=("completion",))
+PREFERENCE = DataFormat("preference", ("prompt", "chosen", "rejected"), prompt="prompt",
+                        completions=("chosen", "rejected"))
+UNPAIRED_PREFERENCE = DataFormat("unpaired_preference", ("prompt", "completion", "label"), prompt="prompt",
+                                 completions=("completion",), check_row=_check_label)
+PROMPT_ONLY = DataFormat("prompt_only", ("prompt",), prompt="prompt", keep_extra=True)
+
+
+def _detect(rows: list[dict], numbers: list[int], path: Path, formats) -> DataFormat:
     if not rows:
         raise UsageError(f"{path} holds no rows", "add training examples to the file")
     first = rows[0]
-    for name, keys in formats.items():
-        if all(k in first for k in keys):
-            return name
-    wanted = " | ".join("/".join(keys) for keys in formats.values())
+    for fmt in formats:
+        if all(k in first for k in fmt.keys):
+            return fmt
+    wanted = " | ".join("/".join(fmt.keys) for fmt in formats)
     raise UsageError(f"{path}: row {numbers[0]} has keys {sorted(first)}; expected {wanted}",
                      "rename the columns to TRL's names; see docs/stages.md")
 
@@ -191,8 +254,6 @@ def _check_pair(row, path, number, keys) -> None:
     """Fields that are all strings, or all conversations (the prompt may be a conversation)."""
     conversational = isinstance(row.get(keys[0]), list)
     for key in keys:
-        if key not in row:
-            raise _fail(path, number, key, "is missing", "the same keys in every row")
         if conversational:
             _check_messages(row[key], path, number, key)
         elif isinstance(row[key], list):
@@ -202,44 +263,15 @@ def _check_pair(row, path, number, keys) -> None:
             _check_text(row[key], path, number, key)
 
 
-def validate_sft(rows: list[dict], numbers: list[int], path: Path) -> str:
-    fmt = _detect(rows, numbers, path, SFT_FORMATS)
-    for row, number in zip(rows, numbers):
-        if fmt == "messages":
-            if "messages" not in row:
-                raise _fail(path, number, "messages", "is missing", "the same keys in every row")
-            _check_messages(row["messages"], path, number, "messages")
-            if not any(m.get("role") == "assistant" for m in row["messages"]):
-                raise _fail(path, number, "messages", "has no assistant message",
-                            "at least one message with role 'assistant'")
-        elif fmt == "prompt_completion":
-            _check_pair(row, path, number, ("prompt", "completion"))
-        else:
-            if "text" not in row:
-                raise _fail(path, number, "text", "is missing", "the same keys in every row")
-            _check_text(row["text"], path, number, "text")
-    return fmt
-
-
-def validate_dpo(rows: list[dict], numbers: list[int], path: Path) -> str:
-    fmt = _detect(rows, numbers, path, DPO_FORMATS)
-    for row, number in zip(rows, numbers):
-        _check_pair(row, path, number, ("prompt", "chosen", "rejected"))
-    return fmt
-
-
-VALIDATORS = {"sft": (validate_sft, SFT_FORMATS), "dpo": (validate_dpo, DPO_FORMATS)}
-
-
-def load(path: str | Path, kind: str) -> LoadedData:
-    """Read and validate ``path`` for trainer ``kind`` ("sft" or "dpo")."""
-    validate, formats = VALIDATORS[kind]
+def load(path: str | Path, formats) -> LoadedData:
+    """Read ``path`` and validate every row against the first of ``formats`` its first row fits."""
     path = Path(path).expanduser().resolve()
     rows, numbers = read_rows(path)
-    fmt = validate(rows, numbers, path)
-    keys = formats[fmt]
-    rows = [{k: row[k] for k in keys} for row in rows]  # extra columns would confuse the trainer
-    return LoadedData(path=path, rows=rows, format=fmt, sha256=digest(path), row_numbers=numbers)
+    fmt = _detect(rows, numbers, path, formats)
+    for row, number in zip(rows, numbers):
+        fmt.validate(row, path, number)
+    return LoadedData(path=path, rows=[fmt.project(row) for row in rows], format=fmt.name,
+                      sha256=digest(path), row_numbers=numbers, data_format=fmt)
 
 
 def digest(path: Path) -> str:

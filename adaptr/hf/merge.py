@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConflictError, NotFoundError, UsageError
+from ..records import library_versions, peak_rss_bytes
 from ..peftdir import BASE_ALTERING_INITS
 from ..safetensors_meta import read_header
 from ..store import MANIFEST
@@ -536,39 +537,19 @@ def check_into_base(registry, adapter: dict, name: str | None, dtype: str | None
     return name, base, chain, plan, dtype
 
 
-def library_versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for package in ("torch", "safetensors", "peft", "transformers", "adaptr"):
-        try:
-            out[package] = md.version(package)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def peak_rss_mb() -> float:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
-
-
-def merge_adapter_into_base(registry, adapter: dict, name: str | None = None, dtype: str | None = "bf16",
-                            reporter=None) -> dict:
-    """Merge ``adapter`` (and its stacked parents) into its base; register and return the derived base."""
-    from .. import plugins
+def merge_adapter_into_base(ctx, adapter: dict, name: str | None = None, dtype: str | None = "bf16") -> dict:
+    """Merge ``adapter`` (and its stacked parents) into its base in the run ``ctx``; publish and
+    return the derived base."""
     from ..bases import describe_model_dir
 
-    name, base, chain, plan, dtype = check_into_base(registry, adapter, name, dtype)
+    name, base, chain, plan, dtype = check_into_base(ctx.registry, adapter, name, dtype)
     quantized = [a["ref"] for a in chain if (a.get("record") or {}).get("quantize")]
-    with registry.store.staging("merge") as staged:
-        stats = write_merged_model(plan, staged, dtype, reporter)
+    with ctx.staging("merge") as staged:
+        stats = write_merged_model(plan, staged, dtype, ctx.progress_reporter())
         record = {
             "merged_from": adapter["ref"], "chain": [a["ref"] for a in chain], "base": base["name"],
             "dtype": dtype, "scaling": {a["ref"]: _scale_summary(s) for a, s in zip(chain, plan.scales)},
-            "library_versions": library_versions(), "peak_rss_mb": peak_rss_mb(), **stats,
+            "library_versions": library_versions(), "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), **stats,
         }
         if quantized:
             record["quantized_training"] = {
@@ -577,10 +558,8 @@ def merge_adapter_into_base(registry, adapter: dict, name: str | None = None, dt
         parents = [(adapter, "merged", {"dtype": dtype, "chain": record["chain"]})]
         parents += [(a, "merged", {"dtype": dtype, "via": "stacked"}) for a in chain[:-1]]
         parents.append((base, "merged", {"role": "base"}))
-        derived = registry.publish_base(staged, name=name, source=f"merge:{adapter['ref']}", parents=parents,
-                                        info=describe_model_dir(staged), record=record)
-    plugins.pm.hook.version_published(version=derived)
-    return derived
+        return ctx.publish_base(staged, name=name, source=f"merge:{adapter['ref']}", parents=parents,
+                                info=describe_model_dir(staged), record=record)
 
 
 def _scale_summary(scales: dict) -> float | dict:

@@ -52,7 +52,7 @@ def refused(what: str, hint: str, error: type[AdaptrError] = UsageError):
 # -- settings ----------------------------------------------------------------------------------
 
 
-def refuse_unsupported(config, kind: str, mode: str | None) -> None:
+def refuse_unsupported(config, mode: str | None) -> None:
     """LoRA settings PEFT would train with but whose result adaptr could not vouch for."""
     init = str(config.init_lora_weights or "").lower()
     if mode != "continue" and init.startswith(BASE_ALTERING_INITS):
@@ -63,10 +63,6 @@ def refuse_unsupported(config, kind: str, mode: str | None) -> None:
         raise UsageError("init_lora_weights=eva needs PEFT's data-driven initialisation "
                          "(initialize_lora_eva_weights), which adaptr does not run",
                          "use init_lora_weights true, false or gaussian")
-    if kind == "dpo" and config.bias != "none":
-        raise UsageError(f"dpo with bias={config.bias}: biases are base weights, shared with TRL's "
-                         "reference policy, so the reference would drift as they train",
-                         "use bias=none for dpo (train biases in an sft stage)")
 
 
 def refuse_stacking(frozen: list[dict], child) -> None:
@@ -100,56 +96,46 @@ def lora_config(config):
         return LoraConfig(**lora_kwargs(config))
 
 
-def trainer_args(ctx, kind: str, has_eval: bool, output_dir: str | Path):
-    """The trainer class and its TRL config (``SFTConfig``/``DPOConfig``): the one builder."""
+def trainer_args(ctx, spec, has_eval: bool, output_dir: str | Path):
+    """The trainer class and its TRL config, built from the stage config: the one builder."""
     import torch
 
-    if kind == "sft":
-        from trl import SFTConfig as ArgsClass, SFTTrainer as TrainerClass
-    else:
-        from trl import DPOConfig as ArgsClass, DPOTrainer as TrainerClass
+    from ..config import resolve_class
+
+    TrainerClass, ArgsClass = resolve_class(spec.trainer), resolve_class(spec.trainer_config)
     kwargs = training_kwargs(ctx.config)
     cuda = torch.cuda.is_available()
     if kwargs.get("bf16") is None:
         kwargs["bf16"] = bool(cuda and torch.cuda.is_bf16_supported())
     # transformers 5 renamed it; TRL's configs still default the old name to True.
     kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing", False)
+    kwargs.pop("save_total_limit", None)  # adaptr prunes the checkpoints it records (checkpoint_policy)
     save_steps = ctx.request.save_steps
     eval_steps = kwargs.pop("eval_steps", None)
     kwargs.update(
-        output_dir=str(output_dir), report_to=[], disable_tqdm=True, use_cpu=not cuda,
+        output_dir=str(output_dir), disable_tqdm=True, use_cpu=not cuda,
         save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
         save_total_limit=None, eval_strategy="steps" if (has_eval and eval_steps) else "no",
         eval_steps=eval_steps, logging_first_step=True, dataloader_pin_memory=cuda)
+    kwargs.setdefault("report_to", [])
     with refused(f"TRL refused the {ArgsClass.__name__} settings", "fix the options named above"):
         return TrainerClass, ArgsClass(**kwargs)
 
 
-def check_trainer_rules(kind: str, args) -> None:
-    """Settings TRL's trainers only check once built (the model loaded) or mid-training."""
-    if kind != "dpo":
-        return
-    known = _declared_choices(type(args), "loss_type")
-    unknown = [t for t in args.loss_type if known and t not in known]
-    if unknown:
-        raise UsageError(f"loss_type {unknown[0]!r} is not a loss TRL's DPOTrainer knows",
-                         f"use one of {', '.join(known)}")
-    if "exo_pair" in args.loss_type and args.label_smoothing == 0.0:
-        raise UsageError("loss_type exo_pair needs label_smoothing > 0", "the EXO paper uses --label-smoothing 0.001")
-
-
-def _declared_choices(config_class, name: str) -> list[str]:
-    """The values a TRL config field's help text lists as `'possible'` (empty if it lists none)."""
-    import re
-
-    help_text = config_class.__dataclass_fields__[name].metadata.get("help", "")
-    return re.findall(r"`'([A-Za-z0-9_]+)'`", help_text)
+def checkpoint_policy(config) -> int | None:
+    """How many checkpoints a run keeps: ``save_total_limit`` (the last N, plus the best when
+    ``metric_for_best_model`` is set); None keeps them all."""
+    limit = config.trainer_options.get("save_total_limit")
+    if limit is not None and limit < 1:
+        raise UsageError(f"save_total_limit={limit} would keep no checkpoint to resume from",
+                         "give save_total_limit >= 1, or leave it out to keep every checkpoint")
+    return limit
 
 
 # -- data through the tokenizer ----------------------------------------------------------------
 
 
-def check_tokenization(tokenizer, kind: str, config, data) -> None:
+def check_tokenization(tokenizer, config, data) -> None:
     """Apply the tokenizer (and chat template) to the first rows, as TRL's trainers will."""
     assistant_only = bool(getattr(config, "assistant_only_loss", False))
     template = _training_template(tokenizer, data.rows[0]) if assistant_only else None
@@ -157,7 +143,7 @@ def check_tokenization(tokenizer, kind: str, config, data) -> None:
     for row, number in list(zip(data.rows, numbers))[:_ROWS_CHECKED]:
         where = f"{data.path}: row {number}"
         try:
-            masks = _tokenize_row(tokenizer, kind, row, assistant_only, template)
+            masks = _tokenize_row(tokenizer, data.data_format, row, assistant_only, template)
         except AdaptrError:
             raise
         except Exception as exc:  # jinja2 template errors, a missing chat template, bad content
@@ -183,8 +169,10 @@ def _training_template(tokenizer, first_row: dict) -> str | None:
         return get_training_chat_template(processing_class=tokenizer)
 
 
-def _tokenize_row(tokenizer, kind: str, row: dict, assistant_only: bool, template: str | None = None):
-    """Token ids of one row the way TRL builds them; the assistant mask when asked for it."""
+def _tokenize_row(tokenizer, fmt, row: dict, assistant_only: bool, template: str | None = None):
+    """Token ids of one row the way TRL builds them, by the row's dataset format: a whole
+    example, or a prompt (with the generation prompt) and each completion after it. Returns the
+    assistant mask when asked for it."""
     def encode(value, **kwargs):
         if isinstance(value, list):
             if template:
@@ -196,21 +184,16 @@ def _tokenize_row(tokenizer, kind: str, row: dict, assistant_only: bool, templat
             raise UsageError("it encodes to no tokens", "drop empty rows")
         return out
 
-    if kind == "dpo":
-        encode(row["prompt"], **_generation(row["prompt"]))
-        for key in ("chosen", "rejected"):
-            encode(_joined(row["prompt"], row[key]))
-        return None
-    if "messages" in row:
-        out = encode(row["messages"], **({"return_assistant_tokens_mask": True} if assistant_only else {}))
-        return out.get("assistant_masks")
-    if "prompt" in row:
-        encode(row["prompt"], **_generation(row["prompt"]))
-        out = encode(_joined(row["prompt"], row["completion"]),
-                     **({"return_assistant_tokens_mask": True} if assistant_only and isinstance(row["prompt"], list) else {}))
-        return out.get("assistant_masks")
-    encode(row["text"])
-    return None
+    masked = {"return_assistant_tokens_mask": True} if assistant_only else {}
+    if fmt.whole:
+        return encode(row[fmt.whole], **(masked if isinstance(row[fmt.whole], list) else {})).get("assistant_masks")
+    prompt = row[fmt.prompt]
+    encode(prompt, **_generation(prompt))
+    masks = None
+    for key in fmt.completions:
+        out = encode(_joined(prompt, row[key]), **(masked if isinstance(prompt, list) else {}))
+        masks = out.get("assistant_masks") if masks is None else masks
+    return masks
 
 
 def _generation(prompt) -> dict:

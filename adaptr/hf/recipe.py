@@ -30,11 +30,40 @@ def _opt(default, help_text: str, **valid):
     return field(default=default, metadata={"help": help_text, **valid})
 
 
+_RUN_DIRECTORY = "adaptr keeps each run's files in its run directory (`adaptr runs` shows it)"
+_ADAPTERS = "adaptr sets up the adapters: the parent, its stack and TRL's reference copy"
+
+# TRL / TrainingArguments fields adaptr sets itself, and what to use instead.
+OWNED_OPTIONS = {
+    "output_dir": _RUN_DIRECTORY, "overwrite_output_dir": _RUN_DIRECTORY, "logging_dir": _RUN_DIRECTORY,
+    "run_name": _RUN_DIRECTORY,
+    "save_strategy": "use --save-steps N (0: never)", "save_steps": "use --save-steps N (0: never)",
+    "save_only_model": "adaptr saves full checkpoints: `adaptr resume` needs the optimizer state",
+    "resume_from_checkpoint": "use `adaptr resume RUN`",
+    "load_best_model_at_end": "adaptr publishes the final weights; keep the best checkpoint with save_total_limit",
+    "eval_strategy": "give --eval-data (or --eval-fraction) and eval_steps",
+    "do_train": "adaptr trains", "do_eval": "give --eval-data", "do_predict": "use `adaptr eval`",
+    "push_to_hub": "use `adaptr push REF`", "hub_model_id": "use `adaptr push REF --repo OWNER/NAME`",
+    "hub_strategy": "use `adaptr push REF`", "hub_token": "use `adaptr push REF` (HF_TOKEN)",
+    "hub_private_repo": "use `adaptr push REF --private`", "hub_always_push": "use `adaptr push REF`",
+    "hub_revision": "use `adaptr push REF`",
+    "disable_tqdm": "adaptr shows its own progress", "use_cpu": "adaptr trains on the GPUs it is given (--gpus)",
+    "activation_checkpointing": "use gradient_checkpointing",
+    "model_init_kwargs": "adaptr loads the base (--quantize for 4-bit)",
+    "ref_model_init_kwargs": _ADAPTERS, "model_adapter_name": _ADAPTERS, "ref_adapter_name": _ADAPTERS,
+    "force_use_ref_model": _ADAPTERS,
+}
+
+
 @dataclass
 class TrainRecipe:
-    """Settings common to the TRL-based stages (``sft``, ``dpo``)."""
+    """Settings common to the TRL-based stages: LoRA, and the Trainer options adaptr shows.
 
-    trainer_kind: ClassVar[str] = ""
+    Any other field of the stage's TRL config class is accepted too (``--set KEY=VALUE``, YAML)
+    and lands in ``trainer_options``; the ones adaptr sets itself (``owned_options``) are refused.
+    """
+
+    owned_options: ClassVar[dict] = OWNED_OPTIONS
 
     # -- LoRA (peft.LoraConfig) ------------------------------------------------------------
     r: int = _lora(16, "LoRA rank (peft LoraConfig.r).", min=1)
@@ -75,6 +104,9 @@ class TrainRecipe:
     bf16: bool = _opt(None, "bf16 mixed precision; default on when the GPU supports it, off on CPU.")
     gradient_checkpointing: bool = _opt(False, "Recompute activations in backward to save memory.")
     max_length: int = _opt(1024, "Truncate tokenized sequences to this many tokens.", min=1)
+    trainer_options: dict = field(default_factory=dict, metadata={
+        "help": "Other fields of the stage's TRL config, set with --set KEY=VALUE or in --config YAML.",
+        "hidden": True})
 
     def __post_init__(self):
         for key in ("rank_pattern", "alpha_pattern"):  # given as JSON text on the command line
@@ -127,6 +159,6 @@ def training_kwargs(config: TrainRecipe) -> dict:
     """The config's TRL/transformers TrainingArguments keys and values (LoRA keys left out)."""
     from .. import config as config_mod
 
-    lora_keys = set(config_mod.group_keys(type(config), LORA))
-    return {k: v for k, v in config_mod.to_dict(config).items()
-            if k not in lora_keys and v is not None}
+    lora_keys = set(config_mod.group_keys(type(config), LORA)) | {config_mod.OPTIONS_FIELD}
+    curated = {k: v for k, v in config_mod.to_dict(config).items() if k not in lora_keys and v is not None}
+    return {**curated, **config.trainer_options}

@@ -1,10 +1,11 @@
-"""Training a LoRA adapter with TRL's SFTTrainer or DPOTrainer, the way adaptr records it.
+"""Training a LoRA adapter with a TRL trainer, the way adaptr records it: the machinery every
+:class:`adaptr.trl_stage.TrlStage` shares. Nothing here knows one stage from another.
 
-``check(ctx)`` validates data, LoRA settings against the parent, the machine, and what the mode
-needs, writing nothing. ``train(ctx, resume_from=None)`` builds the model and trainer
-(:func:`build_trainer`), trains, checks that only the adapter changed and publishes the version.
-A resumed run calls ``train(ctx, resume_from=checkpoint_dir)``: the model is rebuilt exactly as
-the first time and the Trainer restores optimizer, scheduler, RNG and trainer state from it.
+``check(ctx, spec)`` validates data, LoRA settings against the parent, the machine, and what the
+mode needs, writing nothing, and returns the :class:`Plan`. ``train(ctx, spec)`` builds the model
+and trainer (:func:`build_trainer`), trains, checks that only the adapter changed and publishes
+the version. A resumed run has ``ctx.resume_from`` set: the model is rebuilt exactly as the first
+time and the Trainer restores optimizer, scheduler, RNG and trainer state from the checkpoint.
 """
 
 from __future__ import annotations
@@ -14,72 +15,68 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConflictError, IntegrityError, MachineError, UsageError
+from ..records import library_versions, version_drift
 from ..stages import StageContext
 from . import data as data_mod
 from .recipe import STRUCTURAL_LORA_KEYS, lora_kwargs
-
-PLAN_ATTR = "_adaptr_training_plan"
-
 
 @dataclass
 class Plan:
     """Everything ``check`` worked out, reused by ``train`` (no second validation pass)."""
 
-    kind: str
+    spec: object                 # the stage's TrlStage
     mode: str | None
     train: data_mod.LoadedData
     train_rows: list[dict]
     eval_rows: list[dict] = field(default_factory=list)
     eval_source: dict | None = None
     frozen: list[dict] = field(default_factory=list)  # stacked adapters beneath, deepest first
-    reference: str | None = None  # DPO reference policy, recorded on the edge
+    reference: str | None = None  # the reference policy (DPO, KTO), recorded on the edge
     trainer_class: type | None = None
     args: object = None          # the SFTConfig/DPOConfig the trainer gets (output_dir set at run)
     lora: object = None          # the LoraConfig of a new adapter (None when continuing)
     tensors: object = None       # preflight.TensorPlan: what the post-training checks expect
+    keep_checkpoints: int | None = None  # save_total_limit: checkpoints kept (the last N + the best)
 
 
 # -- checking --------------------------------------------------------------------------------
 
 
-def check(ctx: StageContext) -> Plan:
+def check(ctx: StageContext, spec) -> Plan:
     """Decide everything that needs no weights; raise an AdaptrError on bad input, write nothing."""
-    kind = type(ctx.config).trainer_kind
-    from . import preflight
-    from .loading import check_quantize
+    from . import loading, preflight
 
-    check_quantize(ctx.request.quantize)
+    loading.check_quantize(ctx.request.quantize)
     mode = ctx.mode if ctx.parent else None
-    preflight.refuse_unsupported(ctx.config, kind, mode)
+    preflight.refuse_unsupported(ctx.config, mode)
     model_base, untie = _check_parent(ctx, mode) if ctx.parent else (ctx.base, False)
-    plan = _data_plan(ctx, kind, mode)
+    plan = _data_plan(ctx, spec, mode)
     if mode == "stack":
         preflight.refuse_stacking(plan.frozen, ctx.config)
-    plan.trainer_class, plan.args = preflight.trainer_args(ctx, kind, bool(plan.eval_rows), _PENDING_DIR)
-    preflight.check_trainer_rules(kind, plan.args)
+    plan.trainer_class, plan.args = preflight.trainer_args(ctx, spec, bool(plan.eval_rows), _PENDING_DIR)
+    plan.keep_checkpoints = preflight.checkpoint_policy(ctx.config)
+    if spec.check:
+        spec.check(ctx, plan)
     if mode != "continue":
         plan.lora = preflight.lora_config(ctx.config)
-    from . import loading
-
-    preflight.check_tokenization(loading.load_tokenizer(ctx.base), kind, ctx.config, plan.train)
+    preflight.check_tokenization(loading.load_tokenizer(ctx.base), ctx.config, plan.train)
     plan.tensors = preflight.tensor_plan(
         preflight.meta_model(model_base, untie=untie), plan.frozen, lora=plan.lora,
         parent_path=ctx.parent["path"] if mode == "continue" else None,
         lora_dropout=ctx.config.lora_dropout, fan_in_fan_out=ctx.config.fan_in_fan_out)
-    setattr(ctx, PLAN_ATTR, plan)
     return plan
 
 
 _PENDING_DIR = "trainer"  # replaced by the run directory's trainer/ when the run starts
 
 
-def _data_plan(ctx: StageContext, kind: str, mode: str | None) -> Plan:
+def _data_plan(ctx: StageContext, spec, mode: str | None) -> Plan:
     if ctx.request.eval_data and ctx.request.eval_fraction:
         raise UsageError("--eval-data and --eval-fraction both given", "pass one of them")
-    train = data_mod.load(ctx.request.data, kind)
+    train = data_mod.load(ctx.request.data, spec.formats)
     train_rows, eval_rows, eval_source = train.rows, [], None
     if ctx.request.eval_data:
-        eval_data = data_mod.load(ctx.request.eval_data, kind)
+        eval_data = data_mod.load(ctx.request.eval_data, spec.formats)
         eval_rows, eval_source = eval_data.rows, eval_data.describe()
     elif ctx.request.eval_fraction:
         train_rows, eval_rows = data_mod.split_eval(train.rows, ctx.request.eval_fraction, ctx.config.seed)
@@ -89,8 +86,8 @@ def _data_plan(ctx: StageContext, kind: str, mode: str | None) -> Plan:
         frozen = ctx.registry.stacked_beneath(ctx.parent)
     elif ctx.parent and mode == "stack":
         frozen = ctx.registry.stacked_beneath(ctx.parent) + [ctx.parent]
-    reference = (ctx.parent["ref"] if ctx.parent else ctx.base["name"]) if kind == "dpo" else None
-    return Plan(kind=kind, mode=mode, train=train, train_rows=train_rows, eval_rows=eval_rows,
+    reference = (ctx.parent["ref"] if ctx.parent else ctx.base["name"]) if spec.reference else None
+    return Plan(spec=spec, mode=mode, train=train, train_rows=train_rows, eval_rows=eval_rows,
                 eval_source=eval_source, frozen=frozen, reference=reference)
 
 
@@ -115,8 +112,6 @@ def _check_parent(ctx: StageContext, mode: str) -> tuple[dict, bool]:
                 "to train a new adapter with different LoRA settings")
     if mode == "merge":
         model_base, untie = _check_merge(ctx)
-    from .checks import library_versions, version_drift
-
     drift = version_drift(parent.get("record", {}).get("libraries", {}), library_versions())
     if drift:
         ctx.warn(f"{parent['ref']} was trained with other library versions ({'; '.join(drift)})")
@@ -153,10 +148,6 @@ def _norm(key: str, value):
     return value
 
 
-def plan_of(ctx: StageContext) -> Plan:
-    return getattr(ctx, PLAN_ATTR, None) or check(ctx)
-
-
 # -- building --------------------------------------------------------------------------------
 
 
@@ -179,7 +170,7 @@ def build_trainer(ctx: StageContext, *, base: dict | None = None, output_dir: Pa
     from . import checks, loading
     from .callbacks import FingerprintCallback, RegistryCallback
 
-    plan = plan_of(ctx)
+    plan = ctx.plan
     base = base or ctx.base
     _quiet_libraries()
     from transformers import set_seed
@@ -193,12 +184,13 @@ def build_trainer(ctx: StageContext, *, base: dict | None = None, output_dir: Pa
     model = loading.wrap_for_training(
         model, plan.frozen, lora=plan.lora, lora_dropout=ctx.config.lora_dropout,
         parent_path=ctx.parent["path"] if plan.mode == "continue" else None)
-    callback, watch = RegistryCallback(ctx), FingerprintCallback(plan.tensors.owned)
+    callback, watch = RegistryCallback(ctx, plan.keep_checkpoints), FingerprintCallback(plan.tensors.owned)
     plan.args.output_dir = str(output_dir or ctx.run_dir / "trainer")
+    extra = plan.spec.trainer_kwargs(ctx, plan) if plan.spec.trainer_kwargs else {}
     trainer = plan.trainer_class(
         model=model, args=plan.args, train_dataset=data_mod.to_dataset(plan.train_rows),
         eval_dataset=data_mod.to_dataset(plan.eval_rows) if plan.eval_rows else None,
-        processing_class=tokenizer, callbacks=[callback, watch])
+        processing_class=tokenizer, callbacks=[callback, watch], **extra)
     _after_trainer_init(trainer.model, plan)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -237,11 +229,12 @@ def _quiet_libraries() -> None:
 # -- training --------------------------------------------------------------------------------
 
 
-def train(ctx: StageContext, resume_from: str | Path | None = None) -> dict | None:
+def train(ctx: StageContext, spec) -> dict | None:
     """Train, check, record and publish; return the new version (None if the run was stopped)."""
-    if resume_from is None and ctx.resume_from:  # set by the `resume` stage: a verified copy
-        resume_from = ctx.resume_from["path"]
-    plan = plan_of(ctx)
+    resume_from = ctx.resume_from["path"] if ctx.resume_from else None  # a verified private copy
+    if ctx.plan is None:  # a run prepared without its check (ranks > 0 check as well)
+        ctx.plan = check(ctx, spec)
+    plan = ctx.plan
     base = ctx.base
     derived = None
     if plan.mode == "merge":
@@ -279,7 +272,7 @@ def _derived_base(ctx: StageContext) -> dict:
         return ctx.use(existing)
     name = ctx.registry.free_base_name(default_base_name(ctx.parent))
     ctx.reporter.message(f"merging {ctx.parent['ref']} into derived base {name}")
-    return merge_adapter_into_base(ctx.registry, ctx.parent, name, dtype, reporter=ctx.reporter)
+    return merge_adapter_into_base(ctx, ctx.parent, name, dtype)
 
 
 def _publish(ctx, plan: Plan, built: Built, output, eval_metrics: dict, wall: float, derived) -> dict:
@@ -295,8 +288,9 @@ def _publish(ctx, plan: Plan, built: Built, output, eval_metrics: dict, wall: fl
         (staged / "README.md").unlink(missing_ok=True)  # PEFT's empty card; `adaptr push` writes one
         tensor_check = checks.check_adapter_file(staged, built.initial_adapter, plan.tensors.expected)
         record = _record(ctx, plan, built, output, eval_metrics, wall, tensor_check)
+        kept = tuple(plan.spec.kept_metrics)
         metrics = {**{k: v for k, v in output.metrics.items() if isinstance(v, (int, float))},
-                   **{k: v for k, v in built.callback.last_logs.items() if k.startswith(("rewards/", "logps/"))},
+                   **{k: v for k, v in built.callback.last_logs.items() if kept and k.startswith(kept)},
                    **{k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))}}
         return ctx.publish_adapter(staged, record=record, metrics=metrics,
                                    parents=_edges(ctx, plan, derived), base=built.base["name"])
@@ -337,7 +331,7 @@ def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_ch
     tokens = built.callback.num_tokens
     runtime = output.metrics.get("train_runtime") or wall
     return {
-        "trainer": f"trl.{'SFTTrainer' if plan.kind == 'sft' else 'DPOTrainer'}",
+        "trainer": f"{plan.trainer_class.__module__.split('.')[0]}.{plan.trainer_class.__name__}",
         "mode": plan.mode or "new",
         "parent": ctx.parent["ref"] if ctx.parent else None,
         "reference_policy": plan.reference,
@@ -350,7 +344,7 @@ def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_ch
         "seed": ctx.config.seed,
         "quantize": ctx.request.quantize,
         "lora": {k: v for k, v in lora_kwargs(ctx.config).items() if k != "task_type"},
-        "libraries": checks.library_versions(),
+        "libraries": library_versions(),
         "parameters": built.parameters,
         "memory": checks.memory_record(built.callback.peak_rss),
         "speed": {"train_runtime_s": runtime, "wall_s": round(wall, 3), "tokens": tokens,
@@ -360,4 +354,5 @@ def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_ch
         "final_metrics": built.callback.last_logs,
         "eval_metrics": {k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))},
         "checks": {"base_weights_unchanged": True, **tensor_check},
+        **(plan.spec.record(ctx, plan) if plan.spec.record else {}),
     }

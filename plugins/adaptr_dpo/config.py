@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
-from adaptr.hf.recipe import TrainRecipe
+from adaptr.trl_stage import TrainRecipe
 
 
 @dataclass
 class DpoConfig(TrainRecipe):
     """Direct preference optimisation of a LoRA adapter (trl.DPOTrainer)."""
 
-    trainer_kind: ClassVar[str] = "dpo"
-
     learning_rate: float = field(default=5e-5, metadata={
-        "help": "Peak learning rate for AdamW (LoRA tolerates more than full fine-tuning)."})
+        "help": "Peak learning rate for AdamW (LoRA tolerates more than full fine-tuning).", "above": 0})
     beta: float = field(default=0.1, metadata={
         "help": "How far the policy may move from the reference; higher stays closer.", "above": 0})
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"], metadata={

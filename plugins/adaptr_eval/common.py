@@ -33,9 +33,9 @@ def quiet() -> None:
 
 def load_model(job, node: dict):
     """The eval-mode model of a version or base, on the evaluation device."""
-    from adaptr.hf.loading import load_ref
+    import adaptr
 
-    return load_ref(job.registry, node["ref"], device_map={"": 0} if device() == "cuda" else None)
+    return adaptr.load(node["ref"], registry=job.registry, device_map={"": 0} if device() == "cuda" else None)
 
 
 # Config attributes by which a model transforms its logits after the LM head (Gemma's
@@ -73,7 +73,7 @@ def release() -> None:
 
 
 def tokenizer(job):
-    from adaptr.hf.loading import load_tokenizer
+    from adaptr.trl_stage import load_tokenizer
 
     return load_tokenizer(job.targets[0].base)  # every target shares it (checked when planned)
 

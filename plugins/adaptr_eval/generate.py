@@ -23,9 +23,9 @@ class Prompts:
 
 def check(job) -> None:
     from adaptr import UsageError
-    from adaptr.hf import data as data_mod
+    from adaptr.trl_stage import read_rows
 
-    rows, numbers = data_mod.read_rows(job.data_path)
+    rows, numbers = read_rows(job.data_path)
     if not rows:
         raise UsageError(f"{job.data_path} holds no rows", "add prompts to the file")
     for row, number in zip(rows, numbers):

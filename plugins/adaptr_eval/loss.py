@@ -32,9 +32,9 @@ class _SftPreparation:
 
 def check(job) -> None:
     from adaptr import UsageError
-    from adaptr.hf import data as data_mod
+    from adaptr.trl_stage import MESSAGES, PROMPT_COMPLETION, TEXT, load_data
 
-    job.data = data_mod.load(job.data_path, "sft")
+    job.data = load_data(job.data_path, (MESSAGES, PROMPT_COMPLETION, TEXT))
     common.check_positive(job, "batch_size", "max_length")
     if job.settings.assistant_only_loss and job.data.format == "text":
         raise UsageError(f"{job.data_path}: assistant_only_loss needs conversational rows, not text",

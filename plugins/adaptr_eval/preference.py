@@ -25,9 +25,9 @@ class _DpoPreparation:
 
 
 def check(job) -> None:
-    from adaptr.hf import data as data_mod
+    from adaptr.trl_stage import PREFERENCE, load_data
 
-    job.data = data_mod.load(job.data_path, "dpo")
+    job.data = load_data(job.data_path, (PREFERENCE,))
     common.check_positive(job, "batch_size", "max_length")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from adaptr import StageRequest, UsageError, run_stage
-from adaptr.cli.common import pass_state
+from adaptr.cli import pass_state
 
 from .config import DTYPES, METHODS
 

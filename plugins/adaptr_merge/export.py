@@ -35,7 +35,7 @@ def check_out_dir(out_dir: str | os.PathLike) -> Path:
 def export(registry, ref: str, out_dir: str | os.PathLike, *, merged: bool = False, dtype: str = "bf16",
            reporter=None) -> dict:
     """Export ``ref`` (an adapter ref or a base name) into ``out_dir``; return the adaptr.json data."""
-    from adaptr.hf.merge import OUTPUT_DTYPES, merge_chain, plan_for_adapter, read_adapter_config
+    from adaptr.merging import OUTPUT_DTYPES, merge_chain, plan_for_adapter, read_adapter_config
 
     out = check_out_dir(out_dir)
     if dtype not in OUTPUT_DTYPES:
@@ -82,7 +82,7 @@ def _copy_files(src: Path, dst: Path, skip: tuple[str, ...] = (_MANIFEST, ADAPTR
 
 
 def _write_merged(plan, tmp: Path, dtype: str, reporter) -> dict:
-    from adaptr.hf.merge import write_merged_model
+    from adaptr.merging import write_merged_model
 
     return {"merge": write_merged_model(plan, tmp, dtype, reporter)}
 
@@ -94,7 +94,7 @@ def _write_adapter_chain(registry, chain: list[dict], tmp: Path) -> dict:
     if len(chain) == 1:
         _copy_adapter(chain[0], tmp, base)
         return {"load_order": [{"path": ".", "ref": chain[0]["ref"], "adapter_name": "default"}]}
-    from adaptr.hf.loading import peft_names
+    from adaptr.merging import peft_names
 
     order = []
     for position, (adapter, name) in enumerate(zip(chain, peft_names([a["ref"] for a in chain])), start=1):
@@ -116,7 +116,7 @@ def _copy_adapter(adapter: dict, dst: Path, base: dict) -> None:
 
 
 def _load_order_note(order: list[dict], base: dict) -> str:
-    from adaptr.hf.loading import peft_snippet
+    from adaptr.merging import peft_snippet
 
     source, revision, note = base["source"], base.get("revision"), ""
     if base.get("source_kind") == "derived":

@@ -40,7 +40,7 @@ class WeightedPlan:
 def check_options(refs: list[str], method: str | None, weights: list[float] | None,
                   density: float | None, name: str | None) -> list[float]:
     """Checks that need no registry: method, counts, density, name. Returns the weights."""
-    from adaptr.refs import check_adapter_name
+    from adaptr import check_adapter_name
 
     if not method:
         raise UsageError("combining adapters needs --method", f"use one of {', '.join(METHODS)}")
@@ -78,7 +78,7 @@ def check_options(refs: list[str], method: str | None, weights: list[float] | No
 def check_weighted(registry, refs: list[str], method: str | None, weights: list[float] | None,
                    density: float | None, name: str | None, seed: int = 0) -> WeightedPlan:
     """Every check of a weighted merge, before anything is written."""
-    from adaptr.hf.merge import merge_chain, read_adapter_config
+    from adaptr.merging import merge_chain, read_adapter_config
 
     weights = check_options(refs, method, weights, density, name)
     adapters = [registry.resolve(ref) for ref in refs]

@@ -18,9 +18,8 @@ import json
 import shutil
 from pathlib import Path
 
-from adaptr import (AdaptrError, ConflictError, IntegrityError, NotFoundError, StageRequest,
-                    UsageError, config as config_mod, plugins, store)
-from adaptr.stages import CHECKPOINT_INFO
+from adaptr import (CHECKPOINT_INFO, AdaptrError, ConflictError, IntegrityError, NotFoundError,
+                    StageRequest, UsageError, config as config_mod, plugins, store)
 
 # What a checkpoint must hold to resume exactly, as prefixes of its top-level entries
 # (transformers Trainer names; DeepSpeed keeps the optimizer under global_stepN/).
@@ -33,8 +32,10 @@ REQUIRED_STATE = {
 _ENDED_RESUMABLE = ("interrupted", "cancelled", "failed")
 
 
-def check(ctx) -> None:
-    """Pick the checkpoint and the training stage; refuse what cannot be resumed exactly."""
+def check(ctx):
+    """Pick the checkpoint and the training stage; refuse what cannot be resumed exactly.
+
+    Returns the training stage's own plan: the resumed run trains exactly as the first did."""
     registry, settings = ctx.registry, ctx.config
     if not settings.run:
         raise UsageError("the resume stage needs the run to continue", "run `adaptr resume RUN`")
@@ -42,7 +43,8 @@ def check(ctx) -> None:
     _check_resumable(registry, target, ctx.run)
     origin = _origin(registry, target)
     training = plugins.get_stage(origin["stage"])
-    train_config = config_mod.build(training.config_class, target["config"], settings.overrides)
+    train_config = config_mod.build(training.config_class, target["config"], settings.overrides,
+                                    passthrough=training.passthrough)
     request = dataclasses.replace(ctx.request, stage=training.name,
                                   config=origin["request"].get("config", {}))
     view = dataclasses.replace(ctx, stage=training, config=train_config, request=request)
@@ -53,14 +55,14 @@ def check(ctx) -> None:
                             "restore the original data and config, or pass --inexact to resume "
                             "anyway (the changes are recorded on the version)")
     _warn_library_drift(ctx, info)
-    if training.check:
-        training.check(view)
+    plan = training.check(view) if training.check else None
     ctx.config = train_config
     ctx.resumes = target["id"]
     ctx.resume_from = {"run": checkpoint["run_id"], "step": checkpoint["step"],
                        "path": checkpoint["path"], "sha256": checkpoint["sha256"],
                        "stage": training.name, "request": request.to_dict(),
                        "inexact": bool(changes), "changes": changes, "skipped": skipped}
+    return plan
 
 
 def run(ctx) -> None:
@@ -182,7 +184,7 @@ def _short(digest: str | None) -> str:
 
 
 def _warn_library_drift(ctx, info: dict) -> None:
-    from adaptr.hf.checks import library_versions, version_drift
+    from adaptr.records import library_versions, version_drift
 
     drift = version_drift(info.get("libraries", {}), library_versions())
     if drift:

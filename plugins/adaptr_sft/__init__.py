@@ -1,12 +1,16 @@
 """Built-in stage `sft`: supervised fine-tuning of a LoRA adapter with TRL's SFTTrainer."""
 
-from adaptr import Stage, hookimpl
+from adaptr import hookimpl
+from adaptr.trl_stage import MESSAGES, PROMPT_COMPLETION, TEXT, TrlStage
 
 from .config import SftConfig
-from .stage import check, run
+
+SFT = TrlStage(
+    "sft", SftConfig, trainer="trl:SFTTrainer", trainer_config="trl:SFTConfig",
+    formats=(MESSAGES, PROMPT_COMPLETION, TEXT),
+    help="Supervised fine-tuning (TRL SFTTrainer): messages, prompt/completion or text data.")
 
 
 @hookimpl
 def register_stages(register):
-    register(Stage("sft", SftConfig, run=run, check=check, inputs="base_or_parent",
-                   help="Supervised fine-tuning (TRL SFTTrainer): messages, prompt/completion or text data."))
+    register(SFT.stage())

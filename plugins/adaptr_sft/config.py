@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
-from adaptr.hf.recipe import TrainRecipe
+from adaptr.trl_stage import TrainRecipe
 
 
 @dataclass
 class SftConfig(TrainRecipe):
     """Supervised fine-tuning of a LoRA adapter (trl.SFTTrainer)."""
-
-    trainer_kind: ClassVar[str] = "sft"
 
     packing: bool = field(default=False, metadata={
         "help": "Pack several short examples into each max_length sequence."})

@@ -87,10 +87,9 @@ def op_merge_mode(group, tmp_path, request, refused=False):
     _merge_matches_peft(group, Path(derived["path"]), [Path(parent["path"])], bf16=False)
     _published_matches_end_of_training(group, version, [Path(version["path"])])
     # A second run reuses the derived base; check plans on it, untied lm_head and all.
-    from adaptr.hf.training import PLAN_ATTR
     from adaptr.stages import prepare
 
-    plan = getattr(prepare(group.registry, group.request("merge-mode")), PLAN_ATTR)
+    plan = prepare(group.registry, group.request("merge-mode")).plan
     untied = not oracle.base_model(Path(derived["path"])).config.tie_word_embeddings
     assert ("lm_head.weight" in plan.tensors.base_names) == (untied or not _tied(group))
 

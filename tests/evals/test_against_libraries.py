@@ -22,7 +22,7 @@ def test_loss_is_sfttrainer_eval_loss(eval_registry, heldout_sft, tmp_path):
 
     job = evals.plan(eval_registry, ["sft-v1"], heldout_sft, settings={"batch_size": "12"})  # one batch, as below
     (result,) = evals.execute(job)
-    rows = data_mod.load(heldout_sft, "sft").rows
+    rows = data_mod.load(heldout_sft, (data_mod.MESSAGES, data_mod.PROMPT_COMPLETION, data_mod.TEXT)).rows
     from adaptr.hf.loading import load_tokenizer
 
     trainer = SFTTrainer(model=load("sft-v1", registry=eval_registry), args=_args(SFTConfig, tmp_path, len(rows)),
@@ -42,7 +42,7 @@ def test_preference_is_dpotrainer_reward_accuracy_and_margin(eval_registry, held
 
     job = evals.plan(eval_registry, ["dpo-v1"], heldout_prefs, settings={"beta": "0.2"})
     (result,) = evals.execute(job)
-    rows = data_mod.load(heldout_prefs, "dpo").rows
+    rows = data_mod.load(heldout_prefs, (data_mod.PREFERENCE,)).rows
     # TRL takes a separate reference only as a plain model: sft-v1 merged into its base.
     reference = load("sft-v1", registry=eval_registry).merge_and_unload()
     trainer = DPOTrainer(model=load("dpo-v1", registry=eval_registry), ref_model=reference,

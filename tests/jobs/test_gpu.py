@@ -36,9 +36,11 @@ def test_sft_dpo_merge_on_cuda(registry_with_base, sft_data, tmp_path):  # noqa:
     assert dpo["record"]["first_logged"]["rewards/margins"] == 0  # reference == parent at step 0
     assert dpo["parents"][0]["relation"] == "continued"
 
-    from adaptr.hf.merge import merge_adapter_into_base
+    from adaptr import StageRequest, run_stage
 
-    derived = merge_adapter_into_base(registry, dpo, None, "bf16")
+    run = run_stage(registry, StageRequest(stage="merge", parent=dpo["ref"],
+                                           config={"into_base": True, "dtype": "bf16"}))
+    derived = registry.base(run["output_ref"])
     assert derived["parents"][0]["ref"] == dpo["ref"]
 
 

@@ -121,3 +121,13 @@ def model_tensors():
 @pytest.fixture
 def ulps():
     return bf16_ulps
+
+
+def merge_into_base(registry, adapter: dict, name: str | None = None, dtype: str = "bf16") -> dict:
+    """`adaptr merge REF --into-base` through the merge stage; returns the derived base."""
+    from adaptr import StageRequest, run_stage
+
+    run = run_stage(registry, StageRequest(stage="merge", parent=adapter["ref"], name=name,
+                                           config={"into_base": True, "dtype": dtype}))
+    assert run["status"] == "succeeded" and run["output_kind"] == "base", run
+    return registry.base(run["output_ref"])

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaptr.hf.merge import merge_adapter_into_base, merge_chain
+from adaptr.hf.merge import merge_chain
+
+from .conftest import merge_into_base
 
 
 def peft_merged(base_dir, adapter_dirs, dtype, out_dir: Path) -> Path:
@@ -28,7 +30,7 @@ def peft_merged(base_dir, adapter_dirs, dtype, out_dir: Path) -> Path:
 
 def test_bf16_base_within_one_ulp_of_peft(merge_registry, add_lora, model_tensors, ulps, tmp_path):
     adapter = add_lora("sft", base="tiny16", seed=1, scale_b=0.3)
-    derived = merge_adapter_into_base(merge_registry, adapter, name="sft-merged", dtype="bf16")
+    derived = merge_into_base(merge_registry, adapter, name="sft-merged", dtype="bf16")
     ref = model_tensors(peft_merged(merge_registry.base("tiny16")["path"], [adapter["path"]], torch.bfloat16,
                                     tmp_path / "ref"))
     mine = model_tensors(derived["path"])
@@ -45,8 +47,8 @@ def test_fp32_base_to_bf16_and_fp32(merge_registry, add_lora, model_tensors, ulp
     adapter = add_lora("sft", seed=2, use_rslora=True, rank_pattern={"v_proj": 2}, alpha_pattern={"q_proj": 16})
     base_dir = merge_registry.base("tiny")["path"]
     reference = model_tensors(peft_merged(base_dir, [adapter["path"]], torch.float32, tmp_path / "ref"))
-    exact = model_tensors(merge_adapter_into_base(merge_registry, adapter, name="m32", dtype="fp32")["path"])
-    rounded = model_tensors(merge_adapter_into_base(merge_registry, adapter, name="m16", dtype="bf16")["path"])
+    exact = model_tensors(merge_into_base(merge_registry, adapter, name="m32", dtype="fp32")["path"])
+    rounded = model_tensors(merge_into_base(merge_registry, adapter, name="m16", dtype="bf16")["path"])
     for key, value in reference.items():
         torch.testing.assert_close(exact[key], value, rtol=0, atol=2e-6)
         assert ulps(value.to(torch.bfloat16), rounded[key]).max().item() <= 1.0
@@ -56,7 +58,7 @@ def test_output_is_a_sharded_loadable_model(merge_registry, add_lora):
     from transformers import AutoModelForCausalLM
 
     adapter = add_lora("sft", seed=3)
-    derived = merge_adapter_into_base(merge_registry, adapter, dtype="bf16")
+    derived = merge_into_base(merge_registry, adapter, dtype="bf16")
     path = Path(derived["path"])
     base_dir = Path(merge_registry.base("tiny")["path"])
     assert sorted(p.name for p in path.glob("*.safetensors")) == sorted(p.name for p in base_dir.glob("*.safetensors"))
@@ -79,7 +81,7 @@ def test_dora_embedding_and_modules_to_save_exact(merge_registry, add_lora, mode
     base_dir = merge_registry.base("tiny")["path"]
     for adapter in (dora, embed):
         reference = model_tensors(peft_merged(base_dir, [adapter["path"]], torch.float32, tmp_path / adapter["name"]))
-        mine = model_tensors(merge_adapter_into_base(merge_registry, adapter, dtype="fp32")["path"])
+        mine = model_tensors(merge_into_base(merge_registry, adapter, dtype="fp32")["path"])
         for key, value in reference.items():
             torch.testing.assert_close(mine[key], value, rtol=1e-6, atol=2e-6)
 
@@ -91,7 +93,7 @@ def test_stacked_chain_merges_parent_first(merge_registry, add_lora, model_tenso
                     parents=[(dpo, "continued", {"mode": "continue"})])
     assert [a["ref"] for a in merge_chain(merge_registry, dpo)] == ["sft-v1", "dpo-v1"]
     assert [a["ref"] for a in merge_chain(merge_registry, more)] == ["sft-v1", "dpo-v2"]
-    derived = merge_adapter_into_base(merge_registry, more, dtype="fp32")
+    derived = merge_into_base(merge_registry, more, dtype="fp32")
     assert derived["record"]["chain"] == ["sft-v1", "dpo-v2"]
     assert [p["ref"] for p in derived["parents"]] == ["dpo-v2", "sft-v1", "tiny"]
     base_dir = merge_registry.base("tiny")["path"]
@@ -103,10 +105,10 @@ def test_stacked_chain_merges_parent_first(merge_registry, add_lora, model_tenso
 
 def test_adapter_on_a_derived_base_merges_onto_it(merge_registry, add_lora, model_tensors, tmp_path):
     sft = add_lora("sft", seed=9)
-    derived = merge_adapter_into_base(merge_registry, sft, name="tiny-sft", dtype="fp32")
+    derived = merge_into_base(merge_registry, sft, name="tiny-sft", dtype="fp32")
     dpo = add_lora("dpo", base="tiny-sft", seed=10, parents=[(sft, "merged", {"mode": "merge"})])
     assert [a["ref"] for a in merge_chain(merge_registry, dpo)] == ["dpo-v1"]
-    final = merge_adapter_into_base(merge_registry, dpo, dtype="fp32")
+    final = merge_into_base(merge_registry, dpo, dtype="fp32")
     reference = model_tensors(peft_merged(derived["path"], [dpo["path"]], torch.float32, tmp_path / "ref"))
     for key, value in reference.items():
         torch.testing.assert_close(model_tensors(final["path"])[key], value, rtol=0, atol=2e-6)
@@ -116,7 +118,7 @@ def test_adapter_on_a_derived_base_merges_onto_it(merge_registry, add_lora, mode
 
 def test_qlora_adapter_recorded(merge_registry, add_lora):
     adapter = add_lora("q", seed=11, record={"quantize": "4bit"})
-    derived = merge_adapter_into_base(merge_registry, adapter, dtype="bf16")
+    derived = merge_into_base(merge_registry, adapter, dtype="bf16")
     note = derived["record"]["quantized_training"]
     assert note["adapters"] == ["q-v1"] and note["quantize"] == "4bit"
     assert "unquantized" in note["note"]
@@ -135,7 +137,7 @@ def test_single_file_base(registry_with_base, make_lora, model_tensors, tmp_path
     with registry_with_base.store.staging("test") as staged:
         make_lora(base_dir, staged, seed=12)
         adapter = registry_with_base.publish_adapter(staged, name="one", base="tiny", stage="test")
-    derived = merge_adapter_into_base(registry_with_base, adapter, dtype="fp32")
+    derived = merge_into_base(registry_with_base, adapter, dtype="fp32")
     reference = model_tensors(peft_merged(base_dir, [adapter["path"]], torch.float32, tmp_path / "ref"))
     mine = model_tensors(derived["path"])
     assert [p.name for p in Path(derived["path"]).glob("*.safetensors")] == ["model.safetensors"]

@@ -9,6 +9,9 @@ import pytest
 from adaptr.errors import UsageError
 from adaptr.hf import data
 
+FORMATS = {"sft": (data.MESSAGES, data.PROMPT_COMPLETION, data.TEXT), "dpo": (data.PREFERENCE,),
+           "kto": (data.UNPAIRED_PREFERENCE,), "grpo": (data.PROMPT_ONLY,)}
+
 
 def _jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -27,14 +30,14 @@ PREFERENCE = {"prompt": "q", "chosen": "good", "rejected": "bad"}
     ({"text": "some text"}, "text"),
 ])
 def test_sft_formats(tmp_path, row, fmt):
-    loaded = data.load(_jsonl(tmp_path / "d.jsonl", [row, row]), "sft")
+    loaded = data.load(_jsonl(tmp_path / "d.jsonl", [row, row]), FORMATS["sft"])
     assert loaded.format == fmt and len(loaded.rows) == 2
 
 
 def test_dpo_conversational(tmp_path):
     row = {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
            "rejected": [{"role": "assistant", "content": "b"}], "extra": 1}
-    loaded = data.load(_jsonl(tmp_path / "d.jsonl", [row]), "dpo")
+    loaded = data.load(_jsonl(tmp_path / "d.jsonl", [row]), FORMATS["dpo"])
     assert loaded.rows == [{k: row[k] for k in ("prompt", "chosen", "rejected")}]
 
 
@@ -47,7 +50,7 @@ def test_json_csv_parquet_and_saved_dataset(tmp_path):
     Dataset.from_list(rows).to_parquet(str(tmp_path / "d.parquet"))
     Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
     for name in ("d.json", "d.csv", "d.parquet", "saved"):
-        loaded = data.load(tmp_path / name, "dpo")
+        loaded = data.load(tmp_path / name, FORMATS["dpo"])
         assert [r["prompt"] for r in loaded.rows] == ["q", "q2"], name
         assert len(loaded.sha256) == 64
 
@@ -64,7 +67,7 @@ def test_json_csv_parquet_and_saved_dataset(tmp_path):
 def test_bad_rows_are_named(tmp_path, rows, kind, expected):
     path = _jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(UsageError) as info:
-        data.load(path, kind)
+        data.load(path, FORMATS[kind])
     assert str(path) in info.value.message and expected in info.value.message
 
 
@@ -72,15 +75,15 @@ def test_jsonl_syntax_errors_name_the_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(PREFERENCE) + "\n\n{not json\n")
     with pytest.raises(UsageError, match="line 3 is not valid JSON"):
-        data.load(path, "dpo")
+        data.load(path, FORMATS["dpo"])
 
 
 def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(UsageError, match="not found"):
-        data.load(tmp_path / "nope.jsonl", "sft")
+        data.load(tmp_path / "nope.jsonl", FORMATS["sft"])
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(UsageError, match="unsupported data format"):
-        data.load(tmp_path / "d.txt", "sft")
+        data.load(tmp_path / "d.txt", FORMATS["sft"])
 
 
 def test_eval_split_is_deterministic():

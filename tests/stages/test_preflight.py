@@ -77,7 +77,7 @@ def test_the_trainer_gets_the_config_check_built(registry_with_base, sft_data, m
     from adaptr.hf import training
 
     ctx = prepare(registry_with_base, StageRequest(stage="sft", base="tiny", data=str(sft_data), config=FAST_SFT))
-    plan = getattr(ctx, training.PLAN_ATTR)
+    plan = ctx.plan
     seen = {}
     original = training._publish
 

@@ -149,7 +149,7 @@ class LaunchScreen(ModalScreen[dict | None]):
             return
         lora_keys = set(config_mod.group_keys(stage.config_class, "lora"))
         widgets: list[Widget] = []
-        for field in _grouped(config_mod.fields(stage.config_class)):
+        for field in _grouped(config_mod.shown_fields(stage.config_class)):
             if isinstance(field, str):
                 widgets.append(Static(field, classes="group-title"))
                 continue
@@ -162,7 +162,7 @@ class LaunchScreen(ModalScreen[dict | None]):
             widgets.append(Static("this stage has no config fields", classes="help field"))
         await container.mount_all(widgets)
         self._field_prefill = {f.name: self._field_value(f.name)
-                               for f in config_mod.fields(stage.config_class)}
+                               for f in config_mod.shown_fields(stage.config_class)}
         if stage.name == self.prefill.stage:
             for name, value in self.prefill.config.items():
                 if name in self._field_prefill:
