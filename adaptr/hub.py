@@ -16,6 +16,7 @@ itself: adaptr never takes it as an argument, prints it, or stores it. Pickles
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import re
@@ -23,6 +24,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import records
 from . import store as store_mod
 from .bases import TOKENIZER_FILES, tokenizer_sha256
 from .errors import AdaptrError, ConflictError, IntegrityError, NotFoundError, UsageError
@@ -197,7 +199,7 @@ def version_record(registry: Registry, adapter: dict, files: dict) -> dict:
         "version": adapter["version"], "stage": adapter["stage"], "created_at": adapter["created_at"],
         "sha256": adapter["sha256"], "base": base_record(registry, registry.base_by_id(adapter["base_id"])),
         "parents": parent_records(registry, adapter), "config": adapter["config"],
-        "record": adapter["record"], "metrics": adapter["metrics"], "files": files,
+        "record": records.to_dict(adapter.record), "metrics": adapter["metrics"], "files": files,
         "evaluations": evaluation_records(registry, adapter),
     }
 
@@ -428,7 +430,7 @@ def pull(registry: Registry, spec: str, *, with_parents: bool = False, name: str
     with contextlib.ExitStack() as stack:
         plan = _PullPlan(registry, with_parents, stack)
         top = _plan(plan, _api(), repo_id, revision, name=name)
-        if isinstance(top, dict):
+        if not isinstance(top, _Pulled):  # a version registered here already
             return [{"ref": top["ref"], "repo": repo_id, "revision": revision, "status": "present"}]
         with registry.write():
             for base_name, kwargs in plan.pending_bases.items():
@@ -447,7 +449,8 @@ def _register(registry: Registry, item: _Pulled) -> None:
     adapter = registry.publish_adapter(
         item.staged, name=item.name, base=item.base if isinstance(item.base, str) else item.base["name"],
         stage=meta["stage"], parents=parents, config=meta.get("config"),
-        record={**meta.get("record", {}), "pulled_from": origin}, metrics=meta.get("metrics"))
+        record=dataclasses.replace(records.version_record(meta.get("record")), pulled_from=origin),
+        metrics=meta.get("metrics"))
     _set_hub_columns(registry, adapter["id"], item.repo_id, item.commit)
     _register_evaluations(registry, adapter, meta.get("evaluations") or [])
     item.registered = adapter
@@ -633,7 +636,8 @@ def _plain_peft_record(repo_id: str, commit: str, tree: dict) -> dict:
     source = config.get("base_model_name_or_path") or ""
     return {"format": 0, "ref": None, "name": repo_id.split("/")[1], "stage": "import", "parents": [],
             "config": {}, "metrics": {}, "files": files,
-            "record": {"peft_type": config.get("peft_type"), "imported_from": repo_id},
+            "record": records.to_dict(records.VersionRecord(producer="import", imported_from=repo_id,
+                                                            extra={"peft_type": config.get("peft_type")})),
             "base": {"name": None, "source": source, "plain": True}}
 
 
@@ -675,7 +679,7 @@ def describe_hub_base(hub_id: str, revision: str | None = None) -> dict:
         num_parameters, dtype = _hub_weights_summary(api, hub_id, info.sha)
     config = json.loads(paths["config.json"].read_text())
     return {"source": hub_id, "source_kind": "hub", "revision": info.sha,
-            "record": {"requested_revision": revision or "main"},
+            "record": records.BaseRecord(requested_revision=revision or "main"),
             "info": {"config_sha256": store_mod.sha256_file(paths["config.json"]),
                      "tokenizer_sha256": tokenizer_sha256(paths), "num_parameters": num_parameters,
                      "dtype": dtype,

@@ -48,7 +48,7 @@ def _verify_adapter(registry: "Registry", adapter: dict) -> None:
 
 def _check_chain(registry: "Registry", adapter: dict) -> None:
     """A version trained on stacked parents must still have all of them beneath it."""
-    trained_on = adapter.get("record", {}).get("frozen_adapters")
+    trained_on = adapter.record.frozen_adapters
     if not trained_on:
         return
     present = [a["ref"] for a in registry.stacked_beneath(adapter)]
@@ -61,13 +61,13 @@ def _check_chain(registry: "Registry", adapter: dict) -> None:
 
 
 def _repair(adapter: dict) -> str:
-    record = adapter.get("record") or {}
-    pulled = record.get("pulled_from") or {}
+    record = adapter.record
+    pulled = record.pulled_from or {}
     if pulled.get("repo"):
         return (f"pull it again (`adaptr pull {pulled['repo']}@{pulled.get('commit') or 'main'}`), or "
                 f"remove it with `adaptr rm {adapter['ref']}`")
-    if record.get("imported_from"):
-        return (f"import it again from {record['imported_from']} after `adaptr rm {adapter['ref']}`, "
+    if record.imported_from:
+        return (f"import it again from {record.imported_from} after `adaptr rm {adapter['ref']}`, "
                 "or restore the file from a backup")
     return f"restore the file from a backup, or remove the version with `adaptr rm {adapter['ref']}`"
 

@@ -245,3 +245,18 @@ def m003_evaluations(db):
             PRIMARY KEY (evaluation_id, position)
         );
         """)
+
+
+@migration
+def m004_record_format_2(db):
+    """Rewrite the records of the first release into the one declared schema (adaptr/records.py):
+    weighted merges stored their library versions as ``library_versions`` and derived bases
+    their merge details at the top level, so the drift check and the TUI missed them."""
+    import json
+
+    from .records import base_record, to_dict, version_record
+
+    for table, read in (("adapters", version_record), ("bases", base_record)):
+        for node_id, text in db.execute(f"SELECT id, record FROM {table}").fetchall():
+            db.execute(f"UPDATE {table} SET record = ? WHERE id = ?",
+                       [json.dumps(to_dict(read(json.loads(text or "{}")))), node_id])

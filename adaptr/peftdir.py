@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import plugins
 from .errors import ConflictError, NotFoundError, UsageError
+from .records import VersionRecord
 from .refs import NAME_RE
 from .registry import RELATIONS, Registry, crash_point
 from .safetensors_meta import model_tensors, read_header
@@ -291,9 +292,9 @@ def import_adapter(registry: Registry, path: Path | str, *, base: str, name: str
               file=sys.stderr)
     else:
         check_against_base(adapter, tensors, base)
-    record = {"imported_from": str(adapter.path.resolve()),
-              "base_model_name_or_path": adapter.config.get("base_model_name_or_path"),
-              "skipped_files": adapter.skipped}
+    record = VersionRecord(producer="import", imported_from=str(adapter.path.resolve()),
+                           base_model_name_or_path=adapter.config.get("base_model_name_or_path"),
+                           skipped_files=adapter.skipped)
     stage = adapter.record.get("stage")
     stage = stage if isinstance(stage, str) and NAME_RE.match(stage) else "import"
     with registry.store.staging("import") as staged:

@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from . import dbfile
+from . import dbfile, records
 from . import migrations as migrations_mod
 from . import store as store_mod
 from .errors import ConflictError, NotFoundError, UsageError
+from .entities import AdapterVersion, Base, Checkpoint, Edge, Link, Run
 from .refs import check_adapter_name, check_name, format_ref, parse_ref
 
 if TYPE_CHECKING:
@@ -35,6 +36,16 @@ RELATIONS = ("continued", "merged", "stacked")
 BASE_RELATION = "base"  # pseudo-relation of an adapter to its base, in lineage walks only
 _CRASH_ENV = "ADAPTR_TEST_CRASH_AT"
 _HANG_ENV = "ADAPTR_TEST_HANG_AT"
+
+
+# Columns copied as they are into the entities (the rest are converted in the _*_dict methods).
+_BASE_COLUMNS = ("id", "name", "source", "source_kind", "revision", "config_sha256", "tokenizer_sha256",
+                 "num_parameters", "dtype", "architecture", "sha256", "created_at")
+_ADAPTER_COLUMNS = ("id", "name", "version", "base_id", "base", "stage", "status", "sha256", "run_id",
+                    "hub_repo", "hub_commit", "created_at")
+_RUN_COLUMNS = ("id", "stage", "status", "executor", "pid", "host", "gpus", "progress_step", "progress_total",
+                "output_kind", "output_id", "resumed_from_run", "resumed_from_step", "error", "created_at",
+                "started_at", "ended_at")
 
 
 def now() -> str:
@@ -218,7 +229,7 @@ class Registry:
                 "tokenizer_sha256": info.get("tokenizer_sha256"),
                 "num_parameters": info.get("num_parameters"), "dtype": info.get("dtype"),
                 "architecture": info.get("architecture"), "sha256": info.get("sha256"),
-                "record": json.dumps(record or {}), "created_at": now(),
+                "record": json.dumps(records.to_dict(records.base_record(record))), "created_at": now(),
             })
             self._add_edges(node, parents)
             if files:
@@ -255,15 +266,11 @@ class Registry:
     def bases(self) -> list[dict]:
         return [self._base_dict(r) for r in self.query("SELECT * FROM bases ORDER BY name")]
 
-    def _base_dict(self, row: dict) -> dict:
-        out = dict(row)
-        out["kind"] = "base"
-        out["ref"] = row["name"]
-        out["owned"] = bool(row["owned"])
-        out["path"] = str(self.store.absolute(row["path"])) if row["path"] else None
-        out["record"] = _json(row["record"])
-        out["parents"] = self._parents_of([row["id"]]).get(row["id"], [])
-        return out
+    def _base_dict(self, row: dict) -> Base:
+        values = {k: row[k] for k in _BASE_COLUMNS}
+        return Base(**values, owned=bool(row["owned"]),
+                    path=str(self.store.absolute(row["path"])) if row["path"] else None,
+                    parents=self._parents_of([row["id"]]).get(row["id"], []), _record_json=row["record"])
 
     # -- adapters --------------------------------------------------------------------------
 
@@ -316,7 +323,8 @@ class Registry:
             "id": node, "name": name, "version": version, "base_id": base_row["id"],
             "stage": stage, "status": "ready", "path": self.store.relative(final),
             "sha256": digest, "run_id": run_id, "config": json.dumps(config or {}),
-            "record": json.dumps(record or {}), "metrics": json.dumps(metrics or {}),
+            "record": json.dumps(records.to_dict(records.version_record(record))),
+            "metrics": json.dumps(metrics or {}),
             "created_at": now(),
         })
         self._add_edges(node, parents)
@@ -529,16 +537,10 @@ class Registry:
         aliases = self._aliases_of(ids)
         return [self._adapter_dict(r, parents.get(r["id"], []), aliases.get(r["id"], [])) for r in rows]
 
-    def _adapter_dict(self, row: dict, parents: list[dict], aliases: list[str]) -> dict:
-        out = dict(row)
-        out["kind"] = "adapter"
-        out["ref"] = format_ref(row["name"], row["version"])
-        out["path"] = str(self.store.absolute(row["path"]))
-        for key in ("config", "record", "metrics"):
-            out[key] = _json(row[key])
-        out["parents"] = parents
-        out["aliases"] = aliases
-        return out
+    def _adapter_dict(self, row: dict, parents: list[Link], aliases: list[str]) -> AdapterVersion:
+        return AdapterVersion(**{k: row[k] for k in _ADAPTER_COLUMNS}, path=str(self.store.absolute(row["path"])),
+                              config=_json(row["config"]), metrics=_json(row["metrics"]), parents=parents,
+                              aliases=aliases, _record_json=row["record"])
 
     def _aliases_of(self, ids: list[int]) -> dict[int, list[str]]:
         if not ids:
@@ -563,8 +565,7 @@ class Registry:
         out: dict[int, list[dict]] = {}
         for child, relation, params, kind, node_id, a_name, a_version, b_name in self.conn.execute(sql, ids):
             ref = format_ref(a_name, a_version) if kind == "adapter" else b_name
-            out.setdefault(child, []).append(
-                {"ref": ref, "kind": kind, "relation": relation, "params": _json(params)})
+            out.setdefault(child, []).append(Link(ref=ref, kind=kind, relation=relation, params=_json(params)))
         return out
 
     def node(self, ref_or_base: str) -> dict:
@@ -734,11 +735,11 @@ class Registry:
             for nid in sorted(frontier):
                 for child, parent, relation, params, position, *_ in sorted(
                         by_near.get(nid, ()), key=lambda r: (r[4], r[far_at])):
-                    edges.append({
-                        "child": child, "parent": parent, "relation": relation,
-                        "params": {} if params == "{}" else _json(params), "position": position,
-                        "depth": depth, "child_ref": labels[child][0], "child_kind": labels[child][1],
-                        "parent_ref": labels[parent][0], "parent_kind": labels[parent][1]})
+                    edges.append(Edge(
+                        child=child, parent=parent, relation=relation,
+                        params={} if params == "{}" else _json(params), position=position,
+                        depth=depth, child_ref=labels[child][0], child_kind=labels[child][1],
+                        parent_ref=labels[parent][0], parent_kind=labels[parent][1]))
                     far_id = parent if far_at == 1 else child
                     if far_id not in seen:
                         seen.add(far_id)
@@ -817,16 +818,13 @@ class Registry:
         sql += " ORDER BY created_at DESC, id DESC" + (f" LIMIT {int(limit)}" if limit else "")
         return [self._run_dict(r) for r in self.query(sql, [status] if status else [])]
 
-    def _run_dict(self, row: dict) -> dict:
-        out = dict(row)
-        out["run_dir"] = str(self.store.absolute(row["run_dir"]))
-        out["request"] = _json(row["request"])
-        out["config"] = _json(row["config"])
-        out["output_ref"] = None
+    def _run_dict(self, row: dict) -> Run:
+        output_ref = None
         if row["output_id"]:
             label = self._labels({row["output_id"]}).get(row["output_id"])
-            out["output_ref"] = label[0] if label else None
-        return out
+            output_ref = label[0] if label else None
+        return Run(**{k: row[k] for k in _RUN_COLUMNS}, run_dir=str(self.store.absolute(row["run_dir"])),
+                   request=_json(row["request"]), config=_json(row["config"]), output_ref=output_ref)
 
     def update_run(self, run_id: str, **fields: Any) -> dict:
         for key in ("request", "config"):
@@ -836,12 +834,12 @@ class Registry:
             self.db["runs"].update(run_id, fields)
         return self.run(run_id)
 
-    def record_checkpoint(self, run_id: str, step: int, path: Path, sha256: str) -> dict:
+    def record_checkpoint(self, run_id: str, step: int, path: Path, sha256: str) -> Checkpoint:
         row = {"run_id": run_id, "step": step, "path": self.store.relative(path), "sha256": sha256,
                "created_at": now()}
         with self.write():
             self.db["checkpoints"].insert(row, replace=True)
-        return {**row, "path": str(path)}
+        return Checkpoint(**{**row, "path": str(path)})
 
     def prune_checkpoints(self, run_id: str, keep_last: int, keep_step: int | None = None) -> list[int]:
         """Remove the run's checkpoints but its newest ``keep_last`` and the one at ``keep_step``;
@@ -861,11 +859,9 @@ class Registry:
                 store_mod.shutil.rmtree(path, ignore_errors=True)
         return doomed
 
-    def checkpoints(self, run_id: str) -> list[dict]:
+    def checkpoints(self, run_id: str) -> list[Checkpoint]:
         rows = self.query("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step DESC", [run_id])
-        for row in rows:
-            row["path"] = str(self.store.absolute(row["path"]))
-        return rows
+        return [Checkpoint(**{**row, "path": str(self.store.absolute(row["path"]))}) for row in rows]
 
     def add_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
         rows = [{"run_id": run_id, "step": step, "name": k, "value": float(v)}

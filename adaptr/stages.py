@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from . import config as config_mod
-from . import plugins, store
+from . import plugins, records, store
 from .errors import AdaptrError, UsageError
 from .refs import check_adapter_name
 from .registry import Registry, crash_point, now, process_rank
@@ -274,7 +274,8 @@ class StageContext:
         if not self.is_main_process:
             return None
         if self.resume_from:
-            record = {**record, "resumed_from": _resume_record(self.resume_from)}
+            record = dataclasses.replace(records.version_record(record),
+                                         resumed_from=_resume_record(self.resume_from))
         version = self.registry.publish_adapter(
             staged, name=name or self.default_name(), base=base or self.base["name"],
             stage=self.stage.name,
@@ -313,11 +314,10 @@ class _RunProgress:
         self.ctx.reporter.finish()
 
 
-def _resume_record(resume_from: dict) -> dict:
+def _resume_record(resume_from: dict) -> records.ResumedFrom:
     keys = ("run", "step", "inexact", "changes", "skipped")
-    out = {k: resume_from[k] for k in keys if k in resume_from}
-    out["text"] = f"resumed from checkpoint {resume_from['step']} of run {resume_from['run']}"
-    return out
+    return records.ResumedFrom(**{k: resume_from[k] for k in keys if k in resume_from},
+                               text=f"resumed from checkpoint {resume_from['step']} of run {resume_from['run']}")
 
 
 # -- building a context --------------------------------------------------------------------

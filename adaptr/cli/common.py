@@ -35,7 +35,18 @@ pass_state = click.make_pass_decorator(State)
 
 def echo_json(value: Any) -> None:
     """Data goes to stdout; diagnostics go to stderr."""
-    click.echo(json.dumps(value, indent=2, default=str))
+    click.echo(json.dumps(value, indent=2, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    """Entities and records as the JSON objects they are; anything else as text."""
+    import dataclasses
+
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return str(value)
 
 
 def echo_err(text: str) -> None:

@@ -107,7 +107,7 @@ def import_cmd(state: State, adapter_dir, base_name, name, parent, relation):
         check_adapter_name(name)
     version = import_adapter(state.registry, adapter_dir, base=base_name, name=name,
                              parent=parent, relation=relation)
-    skipped = version["record"].get("skipped_files") or []
+    skipped = version.record.skipped_files
     if skipped:
         echo_err(f"left out pickled files: {', '.join(skipped)}")
     echo_err(f"imported {version['ref']}")

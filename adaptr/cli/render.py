@@ -18,21 +18,24 @@ def _parents_json(parents: list[dict]) -> list[dict]:
             for p in parents]
 
 
-def adapter_json(adapter: dict, *, full: bool = False) -> dict:
+def adapter_json(adapter, *, full: bool = False) -> dict:
     """The public JSON form of an adapter version (``full`` adds config, record and metrics)."""
+    from ..records import to_dict
+
     out = {key: adapter.get(key) for key in ADAPTER_FIELDS}
     out["parents"] = _parents_json(adapter["parents"])
     if full:
-        for key in ("config", "record", "metrics"):
-            out[key] = adapter[key]
+        out.update(config=adapter.config, record=to_dict(adapter.record), metrics=adapter.metrics)
     return out
 
 
-def base_json(base: dict, *, full: bool = False) -> dict:
+def base_json(base, *, full: bool = False) -> dict:
+    from ..records import to_dict
+
     out = {key: base.get(key) for key in BASE_FIELDS}
     out["parents"] = _parents_json(base["parents"])
     if full:
-        out["record"] = base["record"]
+        out["record"] = to_dict(base.record)
     return out
 
 

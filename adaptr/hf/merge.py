@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConflictError, NotFoundError, UsageError
+from .. import records
 from ..records import library_versions, peak_rss_bytes
 from ..peftdir import BASE_ALTERING_INITS
 from ..safetensors_meta import read_header
@@ -543,19 +544,19 @@ def merge_adapter_into_base(ctx, adapter: dict, name: str | None = None, dtype: 
     from ..bases import describe_model_dir
 
     name, base, chain, plan, dtype = check_into_base(ctx.registry, adapter, name, dtype)
-    quantized = [a["ref"] for a in chain if (a.get("record") or {}).get("quantize")]
+    quantized = [a["ref"] for a in chain if a.record.quantize]
     with ctx.staging("merge") as staged:
         stats = write_merged_model(plan, staged, dtype, ctx.progress_reporter())
-        record = {
-            "merged_from": adapter["ref"], "chain": [a["ref"] for a in chain], "base": base["name"],
-            "dtype": dtype, "scaling": {a["ref"]: _scale_summary(s) for a, s in zip(chain, plan.scales)},
-            "library_versions": library_versions(), "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), **stats,
-        }
-        if quantized:
-            record["quantized_training"] = {
-                "adapters": quantized, "quantize": chain[-1].get("record", {}).get("quantize", "4bit"),
-                "note": "trained with QLoRA; merged onto the unquantized base weights"}
-        parents = [(adapter, "merged", {"dtype": dtype, "chain": record["chain"]})]
+        quantized_training = {
+            "adapters": quantized, "quantize": chain[-1].record.quantize or "4bit",
+            "note": "trained with QLoRA; merged onto the unquantized base weights"} if quantized else None
+        merge = records.BaseMerge(
+            merged_from=adapter["ref"], chain=[a["ref"] for a in chain], base=base["name"],
+            scaling={a["ref"]: _scale_summary(s) for a, s in zip(chain, plan.scales)},
+            quantized_training=quantized_training, **stats)
+        record = records.BaseRecord(merge=merge, libraries=library_versions(),
+                                    memory=records.Memory(cpu_peak_rss_bytes=peak_rss_bytes()))
+        parents = [(adapter, "merged", {"dtype": dtype, "chain": merge.chain})]
         parents += [(a, "merged", {"dtype": dtype, "via": "stacked"}) for a in chain[:-1]]
         parents.append((base, "merged", {"role": "base"}))
         return ctx.publish_base(staged, name=name, source=f"merge:{adapter['ref']}", parents=parents,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConflictError, IntegrityError, MachineError, UsageError
+from .. import records
 from ..records import library_versions, version_drift
 from ..stages import StageContext
 from . import data as data_mod
@@ -112,7 +113,7 @@ def _check_parent(ctx: StageContext, mode: str) -> tuple[dict, bool]:
                 "to train a new adapter with different LoRA settings")
     if mode == "merge":
         model_base, untie = _check_merge(ctx)
-    drift = version_drift(parent.get("record", {}).get("libraries", {}), library_versions())
+    drift = version_drift(parent.record.libraries, library_versions())
     if drift:
         ctx.warn(f"{parent['ref']} was trained with other library versions ({'; '.join(drift)})")
     return model_base, untie
@@ -324,35 +325,32 @@ def _edges(ctx: StageContext, plan: Plan, derived) -> list:
     return edges
 
 
-def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_check) -> dict:
+def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_check) -> records.VersionRecord:
     from . import checks
 
     base = built.base
     tokens = built.callback.num_tokens
     runtime = output.metrics.get("train_runtime") or wall
-    return {
-        "trainer": f"{plan.trainer_class.__module__.split('.')[0]}.{plan.trainer_class.__name__}",
-        "mode": plan.mode or "new",
-        "parent": ctx.parent["ref"] if ctx.parent else None,
-        "reference_policy": plan.reference,
-        "frozen_adapters": [a["ref"] for a in plan.frozen],
-        "base": {"name": base["name"], "source": base.get("source"), "revision": base.get("revision"),
-                 "config_sha256": base.get("config_sha256"), "tokenizer_sha256": base.get("tokenizer_sha256"),
-                 "sha256": base.get("sha256"), "weights_fingerprint": built.base_fingerprint.digest},
-        "data": {**plan.train.describe(), "train_rows": len(plan.train_rows)},
-        "eval_data": plan.eval_source,
-        "seed": ctx.config.seed,
-        "quantize": ctx.request.quantize,
-        "lora": {k: v for k, v in lora_kwargs(ctx.config).items() if k != "task_type"},
-        "libraries": library_versions(),
-        "parameters": built.parameters,
-        "memory": checks.memory_record(built.callback.peak_rss),
-        "speed": {"train_runtime_s": runtime, "wall_s": round(wall, 3), "tokens": tokens,
-                  "tokens_per_second": round(tokens / runtime, 2) if runtime and tokens else None,
-                  "steps": built.trainer.state.global_step},
-        "first_logged": built.callback.first_logs,
-        "final_metrics": built.callback.last_logs,
-        "eval_metrics": {k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))},
-        "checks": {"base_weights_unchanged": True, **tensor_check},
-        **(plan.spec.record(ctx, plan) if plan.spec.record else {}),
-    }
+    return records.VersionRecord(
+        producer="training",
+        trainer=f"{plan.trainer_class.__module__.split('.')[0]}.{plan.trainer_class.__name__}",
+        mode=plan.mode or "new", parent=ctx.parent["ref"] if ctx.parent else None,
+        reference_policy=plan.reference, frozen_adapters=[a["ref"] for a in plan.frozen],
+        base=records.BaseSnapshot(
+            name=base["name"], source=base.get("source"), revision=base.get("revision"),
+            config_sha256=base.get("config_sha256"), tokenizer_sha256=base.get("tokenizer_sha256"),
+            sha256=base.get("sha256"), weights_fingerprint=built.base_fingerprint.digest),
+        data=records.DataSnapshot(**plan.train.describe(), train_rows=len(plan.train_rows)),
+        eval_data=records.DataSnapshot(**plan.eval_source) if plan.eval_source else None,
+        seed=ctx.config.seed, quantize=ctx.request.quantize,
+        lora={k: v for k, v in lora_kwargs(ctx.config).items() if k != "task_type"},
+        libraries=library_versions(), parameters=records.Parameters(**built.parameters),
+        memory=records.Memory(**checks.memory_record(built.callback.peak_rss)),
+        speed=records.Speed(train_runtime_s=runtime, wall_s=round(wall, 3), tokens=tokens,
+                            tokens_per_second=round(tokens / runtime, 2) if runtime and tokens else None,
+                            steps=built.trainer.state.global_step),
+        first_logged=built.callback.first_logs, final_metrics=built.callback.last_logs,
+        loss_curve=built.callback.loss_curve,
+        eval_metrics={k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))},
+        checks={"base_weights_unchanged": True, **tensor_check},
+        extra=plan.spec.record(ctx, plan) if plan.spec.record else {})

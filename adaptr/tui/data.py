@@ -162,29 +162,14 @@ def artifact_files(directory: Path) -> tuple[list[FileEntry], str | None]:
 
 
 def loss_curve(registry: Registry, adapter: dict) -> list[tuple[int, float]]:
-    """The training loss by step: the run's metrics table, else a curve kept in the record."""
+    """The training loss by step: the run's metrics table, else the curve in the record (a
+    pulled version has no run here)."""
     if adapter.get("run_id"):
         points = [(m["step"], m["value"]) for m in registry.metrics(adapter["run_id"], "loss")
                   if m["value"] is not None]
         if points:
             return points
-    for holder in (adapter.get("metrics") or {}, adapter.get("record") or {}):
-        curve = holder.get("loss_curve")
-        if isinstance(curve, list) and curve:
-            return _curve_points(curve)
-    return []
-
-
-def _curve_points(curve: list) -> list[tuple[int, float]]:
-    points = []
-    for index, item in enumerate(curve):
-        if isinstance(item, (int, float)):
-            points.append((index, float(item)))
-        elif isinstance(item, dict) and isinstance(item.get("loss", item.get("value")), (int, float)):
-            points.append((int(item.get("step", index)), float(item.get("loss", item.get("value")))))
-        elif isinstance(item, (list, tuple)) and len(item) == 2:
-            points.append((int(item[0]), float(item[1])))
-    return points
+    return [(int(step), float(loss)) for step, loss in adapter.record.loss_curve]
 
 
 def base_adapter_counts(registry: Registry) -> dict[int, int]:

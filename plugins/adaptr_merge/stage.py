@@ -6,7 +6,7 @@ into its base, shard by shard; otherwise ``--from`` and ``adapters`` are combine
 
 from __future__ import annotations
 
-from adaptr import UsageError
+from adaptr import UsageError, records
 
 from . import weighted
 
@@ -29,7 +29,7 @@ def check(ctx) -> None:
         for node in [*chain, base]:
             ctx.use(node)
         for adapter in chain:
-            if (adapter.get("record") or {}).get("quantize"):
+            if adapter.record.quantize:
                 ctx.warn(f"{adapter['ref']} was trained with QLoRA; it merges onto the unquantized base")
         return
     refs = [ctx.parent["ref"], *cfg.adapters]
@@ -59,13 +59,9 @@ def _run_weighted(ctx) -> None:
         lora_config = weighted.combine(plan, staged, reporter=ctx.progress_reporter())
         config = {**lora_config, "method": plan.method, "weights": plan.weights, "density": plan.density,
                   "seed": plan.seed}
-        record = {"method": plan.method, "weights": plan.weights, "density": plan.density, "seed": plan.seed,
-                  "parents": [a["ref"] for a in plan.adapters], "library_versions": _versions()}
+        record = records.VersionRecord(
+            producer="weighted-merge", libraries=records.library_versions(),
+            merge=records.WeightedMerge(method=plan.method, weights=plan.weights, density=plan.density,
+                                        seed=plan.seed, parents=[a["ref"] for a in plan.adapters]))
         ctx.publish_adapter(staged, name=plan.name, base=plan.base["name"], config=config, record=record,
                             parents=[(a, "merged", plan.edge_params(i)) for i, a in enumerate(plan.adapters)])
-
-
-def _versions() -> dict:
-    from adaptr.records import library_versions
-
-    return library_versions()

@@ -54,7 +54,7 @@ def _add_hub_base(reg: Registry, name: str, hub_id: str, env: dict, revision: st
     code = ("import json, sys; from adaptr import Registry; from adaptr.hub import add_hub_base; "
             "reg = Registry(sys.argv[1]); "
             "base = add_hub_base(reg, sys.argv[2], sys.argv[3], sys.argv[4] or None); "
-            "print(json.dumps(base, default=str))")
+            "print(json.dumps(base.to_json()))")
     proc = subprocess.run([sys.executable, "-c", code, str(reg.db_path), name, hub_id, revision or ""],
                           env={**os.environ, **env}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

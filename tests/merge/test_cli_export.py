@@ -83,7 +83,7 @@ def test_merge_commands(cli_registry):
                    check=True)
     assert proc.stdout.strip() == "tiny-s"
     base = cli_registry.base("tiny-s")
-    assert base["record"]["chain"] == ["a-v1", "s-v1"] and base["dtype"] == "F32"
+    assert base.record.merge.chain == ["a-v1", "s-v1"] and base["dtype"] == "F32"
     proc = run_cli("merge", "a", "b", "--method", "ties", "--weights", "0.6,0.4", "--density", "0.5",
                    "--name", "mix", "--json", registry=cli_registry, check=True)
     run = json.loads(proc.stdout)

@@ -94,7 +94,7 @@ def test_stacked_chain_merges_parent_first(merge_registry, add_lora, model_tenso
     assert [a["ref"] for a in merge_chain(merge_registry, dpo)] == ["sft-v1", "dpo-v1"]
     assert [a["ref"] for a in merge_chain(merge_registry, more)] == ["sft-v1", "dpo-v2"]
     derived = merge_into_base(merge_registry, more, dtype="fp32")
-    assert derived["record"]["chain"] == ["sft-v1", "dpo-v2"]
+    assert derived.record.merge.chain == ["sft-v1", "dpo-v2"]
     assert [p["ref"] for p in derived["parents"]] == ["dpo-v2", "sft-v1", "tiny"]
     base_dir = merge_registry.base("tiny")["path"]
     reference = model_tensors(peft_merged(base_dir, [sft["path"], more["path"]], torch.float32, tmp_path / "ref"))
@@ -119,7 +119,7 @@ def test_adapter_on_a_derived_base_merges_onto_it(merge_registry, add_lora, mode
 def test_qlora_adapter_recorded(merge_registry, add_lora):
     adapter = add_lora("q", seed=11, record={"quantize": "4bit"})
     derived = merge_into_base(merge_registry, adapter, dtype="bf16")
-    note = derived["record"]["quantized_training"]
+    note = derived.record.merge.quantized_training
     assert note["adapters"] == ["q-v1"] and note["quantize"] == "4bit"
     assert "unquantized" in note["note"]
 

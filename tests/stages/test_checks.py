@@ -54,7 +54,7 @@ def test_lora_settings_are_inherited_and_others_are_not(sft_registry, dpo_data):
 
 def test_library_drift_from_the_parent_warns(sft_registry, dpo_data):
     parent = sft_registry.resolve("sft-v1")
-    record = {**parent["record"], "libraries": {**parent["record"]["libraries"], "trl": "0.0.1"}}
+    record = {**parent.record.to_json(), "libraries": {**parent.record.libraries, "trl": "0.0.1"}}
     with sft_registry.write() as db:
         db.execute("UPDATE adapters SET record = ? WHERE id = ?", [json.dumps(record), parent["id"]])
     ctx = prepare(sft_registry, StageRequest(stage="dpo", parent="sft-v1", data=str(dpo_data)))

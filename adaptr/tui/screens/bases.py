@@ -152,5 +152,19 @@ def _info_rows(base: dict, registry) -> list[tuple[str, object]]:
     ]
     if base.get("path"):
         rows.append(("path", registry.store.relative(base["path"])))
-    rows.extend((k.replace("_", " "), v) for k, v in sorted((base.get("record") or {}).items()))
+    rows.extend(_record_rows(base.record))
+    return rows
+
+
+def _record_rows(record) -> list[tuple[str, object]]:
+    """What the base's record says: the merge that made a derived base, the revision asked for."""
+    rows: list[tuple[str, object]] = []
+    if record.merge:
+        merge = record.merge
+        rows += [("merged from", merge.merged_from), ("chain", ", ".join(merge.chain)), ("onto", merge.base),
+                 ("merge dtype", merge.dtype), ("tensors merged", f"{merge.tensors_merged}/{merge.tensors}")]
+    if record.requested_revision:
+        rows.append(("requested revision", record.requested_revision))
+    if record.libraries:
+        rows.append(("libraries", ", ".join(f"{k} {v}" for k, v in sorted(record.libraries.items()))))
     return rows

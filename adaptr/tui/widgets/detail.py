@@ -141,7 +141,6 @@ def _show_files(files: DataTable, detail: data.AdapterDetail | None) -> None:
 
 def _overview_rows(detail: data.AdapterDetail) -> list[tuple[str, Any]]:
     adapter = detail.adapter
-    record = adapter.get("record") or {}
     name, value = data.key_metric(adapter.get("metrics") or {})
     rows: list[tuple[str, Any]] = [
         ("ref", Text(adapter["ref"], style="bold")),
@@ -158,11 +157,32 @@ def _overview_rows(detail: data.AdapterDetail) -> list[tuple[str, Any]]:
     ]
     if adapter.get("hub_repo"):
         rows.append(("hub", f"{adapter['hub_repo']} @ {(adapter.get('hub_commit') or '')[:10]}"))
-    for key in ("dataset", "seed", "trainable_parameters", "total_parameters", "tokens_per_second",
-                "peak_memory_allocated", "library_versions"):
-        if key in record:
-            rows.append((key.replace("_", " "), record[key]))
-    shown = {"dataset", "seed", "trainable_parameters", "total_parameters", "tokens_per_second",
-             "peak_memory_allocated", "library_versions", "loss_curve"}
-    rows.extend((k.replace("_", " "), v) for k, v in sorted(record.items()) if k not in shown)
+    rows.extend(_record_rows(adapter.record))
     return rows
+
+
+def _record_rows(record) -> list[tuple[str, Any]]:
+    """How the version was made, from its record (adaptr/records.py: the one schema)."""
+    rows: list[tuple[str, Any]] = [("made by", record.trainer or record.producer), ("mode", record.mode)]
+    if record.data:
+        rows.append(("data", f"{record.data.path} ({record.data.rows} rows, {record.data.format})"))
+    if record.merge:
+        weights = ", ".join(f"{p} x{w:g}" for p, w in zip(record.merge.parents, record.merge.weights))
+        rows.append(("merge", f"{record.merge.method}: {weights}"))
+    rows += [("imported from", record.imported_from), ("seed", record.seed),
+             ("reference", record.reference_policy), ("quantize", record.quantize)]
+    if record.parameters:
+        rows.append(("trainable parameters", f"{record.parameters.trainable:,} of {record.parameters.total:,} "
+                                             f"({record.parameters.trainable_percent:.2f}%)"))
+    if record.speed and record.speed.tokens_per_second:
+        rows.append(("tokens/s", f"{record.speed.tokens_per_second:,.0f}"))
+    if record.memory:
+        peak = record.memory.gpu_peak_allocated_bytes or record.memory.cpu_peak_rss_bytes
+        where = "GPU" if record.memory.gpu_peak_allocated_bytes else "CPU RSS"
+        rows.append(("peak memory", f"{data.human_size(peak)} ({where})" if peak else None))
+    if record.libraries:
+        shown = ("torch", "transformers", "peft", "trl")
+        rows.append(("libraries", ", ".join(f"{k} {record.libraries[k]}" for k in shown if k in record.libraries)))
+    if record.pulled_from:
+        rows.append(("pulled from", f"{record.pulled_from.get('repo')} @ {(record.pulled_from.get('commit') or '')[:10]}"))
+    return [(k, v) for k, v in rows if v not in (None, "", [])]
