@@ -2,8 +2,6 @@
 
 The public API for plugin authors and scripts. Importing it never imports torch.
 
-from __future__ import annotations
-
 The public modules are this one, ``adaptr.trl_stage`` (stages on a TRL trainer, dataset
 formats), ``adaptr.merging`` (the streaming merge), ``adaptr.records`` (what versions record),
 ``adaptr.config`` (stage configs), ``adaptr.store`` (manifests), ``adaptr.plugins`` (the plugin
@@ -14,6 +12,7 @@ outside plugin would not (a test checks it; docs/architecture.md).
 from __future__ import annotations
 
 from . import config, plugins, records, store
+from .entities import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunStatus
 from .errors import AdaptrError, ConflictError, IntegrityError, MachineError, NotFoundError, UsageError
 from .evals import EvalJob, EvalTarget, Evaluator
 from .hookspecs import hookimpl
@@ -24,8 +23,8 @@ from .stages import CHECKPOINT_INFO, Executor, Stage, StageContext, StageRequest
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaptrError", "CHECKPOINT_INFO", "ConflictError", "EvalJob", "EvalTarget", "Evaluator", "Executor",
-    "IntegrityError", "MachineError", "NotFoundError", "Registry", "Stage", "StageContext", "StageRequest",
+    "ACTIVE_STATUSES", "AdaptrError", "CHECKPOINT_INFO", "ConflictError", "EvalJob", "EvalTarget", "Evaluator", "Executor",
+    "IntegrityError", "MachineError", "NotFoundError", "RESUMABLE_STATUSES", "Registry", "RunStatus", "Stage", "StageContext", "StageRequest",
     "UsageError", "check_adapter_name", "check_name", "config", "hookimpl", "load", "plugins", "records",
     "run_stage", "store", "__version__",
 ]

@@ -26,16 +26,15 @@ from pathlib import Path
 
 from . import records
 from . import store as store_mod
+from .store import CONFIG_FILE, RECORD_FILE, is_pickle
 from .bases import TOKENIZER_FILES, tokenizer_sha256
 from .errors import AdaptrError, ConflictError, IntegrityError, NotFoundError, UsageError
 from .refs import check_adapter_name, check_name
 from .registry import Registry
 from .safetensors_meta import summarize
 
-RECORD_FILE = "adaptr.json"
 CARD_FILE = "README.md"
 RECORD_FORMAT = 1
-PICKLE_SUFFIXES = (".bin", ".pt", ".pkl", ".pth", ".pickle", ".ckpt")
 NOT_PUSHED = {store_mod.MANIFEST, CARD_FILE}  # the card is generated; the manifest is rebuilt on pull
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _LOGIN_HINT = "set HF_TOKEN, or run `hf auth login`"
@@ -53,10 +52,6 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if "@" in spec and not revision:
         raise UsageError(f"empty revision in {spec!r}", "write OWNER/NAME@v2 or OWNER/NAME@COMMIT")
     return check_repo_id(repo_id), revision or "main"
-
-
-def is_pickle(name: str) -> bool:
-    return name.lower().endswith(PICKLE_SUFFIXES)
 
 
 # -- talking to the Hub ---------------------------------------------------------------------
@@ -573,7 +568,7 @@ def _plan_base(plan: _PullPlan, meta: dict) -> dict | str:
     name = wanted["name"]
     if name in plan.pending_bases:
         return name
-    if plan.registry.query("SELECT 1 FROM bases WHERE name = ?", [name]):
+    if plan.registry.has_base(name):
         raise ConflictError(
             f"{meta['ref']} needs Hub base {wanted['source']}@{wanted['revision'][:12]}, but the local base "
             f"{name!r} is a different model", f"register it under another name: "
@@ -621,14 +616,14 @@ def _plain_peft_record(repo_id: str, commit: str, tree: dict) -> dict:
     """A record for a repo that PEFT pushed itself: files from the tree, base from adapter_config.json."""
     from huggingface_hub import hf_hub_download
 
-    if "adapter_config.json" not in tree:
+    if CONFIG_FILE not in tree:
         raise UsageError(f"{repo_id} is neither an adaptr push nor a PEFT adapter (no adapter_config.json)",
                          "pull a repo made by `adaptr push` or by PEFT's save_pretrained/push_to_hub")
     if not any(name.endswith(".safetensors") for name in tree):
         raise UsageError(f"{repo_id} has no .safetensors weights", "adaptr never loads pickled weights; "
                          "convert the adapter with PEFT's save_pretrained(safe_serialization=True)")
     with hub_errors(repo_id, commit):
-        config_path = hf_hub_download(repo_id, "adapter_config.json", revision=commit)
+        config_path = hf_hub_download(repo_id, CONFIG_FILE, revision=commit)
     config = json.loads(Path(config_path).read_text())
     files = {name: ({"sha256": f.lfs.sha256, "size": f.size} if f.lfs else {"size": f.size})
              for name, f in tree.items()
@@ -702,7 +697,7 @@ def _hub_weights_summary(api, hub_id: str, commit: str) -> tuple[int, str | None
 def add_hub_base(registry: Registry, name: str, hub_id: str, revision: str | None = None) -> dict:
     """Record a base that lives on the Hub, pinned to the commit ``revision`` resolves to."""
     check_name(name, "base name")
-    if registry.query("SELECT 1 FROM bases WHERE name = ?", [name]):  # refuse before any download
+    if registry.has_base(name):  # refuse before any download
         raise ConflictError(f"base {name!r} already exists",
                             "choose another name, or see it with `adaptr base ls`")
     return registry.add_base(name, **describe_hub_base(hub_id, revision))

@@ -15,7 +15,7 @@ def demo_cmd(directory):
     from ..demo import BASE_NAME, run_demo
     from .common import console
     from .registry_cmds import lineage_tree
-    from .train import RichReporter
+    from .common import RichReporter
 
     reporter = RichReporter()
     try:

@@ -273,7 +273,7 @@ def lineage_tree(registry: Registry, ref: str, *, bases: bool = True, depth: int
         ids[edge["child_ref"]], ids[edge["parent_ref"]] = edge["child"], edge["parent"]
 
     def label_for(refs):
-        labels = _labels(registry, {ids[r] for r in refs})
+        labels = registry.node_labels({ids[r] for r in refs})
         if metric is not None:
             _add_metric(registry, metric, labels, {r: ids[r] for r in refs})
         return labels
@@ -290,23 +290,6 @@ def _add_metric(registry: Registry, choice, labels: dict[str, str], ids: dict[st
             d = found[node_id]
             change = f" ({render.delta_text(d['delta'], choice.higher_is_better)})" if d["delta"] is not None else ""
             labels[ref] = f"{labels.get(ref, '')} · {choice.metric} {render.metric_text(d['value'])}{change}"
-
-
-def _labels(registry: Registry, ids: set[int]) -> dict[str, str]:
-    """``ref -> "on BASE · STAGE"`` for adapters, ``"base"`` / ``"derived base"`` for bases."""
-    labels: dict[str, str] = {}
-    id_list = sorted(ids)
-    for start in range(0, len(id_list), 900):  # stay under SQLite's bound-parameter limit
-        chunk = id_list[start:start + 900]
-        marks = ",".join("?" * len(chunk))
-        for row in registry.conn.execute(
-                f"SELECT a.name, a.version, b.name, a.stage FROM adapters a JOIN bases b ON b.id = a.base_id "
-                f"WHERE a.id IN ({marks})", chunk):
-            labels[f"{row[0]}-v{row[1]}"] = f"on {row[2]} · {row[3]}"
-        for row in registry.conn.execute(
-                f"SELECT name, source_kind FROM bases WHERE id IN ({marks})", chunk):
-            labels[row[0]] = "derived base" if row[1] == "derived" else "base"
-    return labels
 
 
 @click.command("tag")

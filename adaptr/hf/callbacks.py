@@ -8,6 +8,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from ..store import CONFIG_FILE
 from .loading import TRAINED
 
 _SKIPPED_LOG_KEYS = {"epoch", "total_flos", "train_runtime", "train_samples_per_second",
@@ -129,5 +130,5 @@ def strip_extra_adapters(directory: Path) -> None:
     They are copies of registered versions; the trained adapter sits at the top level.
     """
     for child in Path(directory).iterdir():
-        if child.is_dir() and child.name != TRAINED and (child / "adapter_config.json").exists():
+        if child.is_dir() and child.name != TRAINED and (child / CONFIG_FILE).exists():
             shutil.rmtree(child)

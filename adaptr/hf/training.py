@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import ConflictError, IntegrityError, MachineError, UsageError
 from .. import records
 from ..records import library_versions, version_drift
+from ..safetensors_meta import normalize_dtype
 from ..stages import StageContext
 from . import data as data_mod
 from .recipe import STRUCTURAL_LORA_KEYS, lora_kwargs
@@ -135,9 +136,10 @@ def _check_merge(ctx: StageContext) -> tuple[dict, bool]:
 
 def _merge_dtype(base: dict) -> str | None:
     """Merge into the base's own dtype, so the new adapter trains on the same precision."""
-    dtype = str(base.get("dtype") or "").lower()
-    return {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16",
-            "bf16": "bf16", "bfloat16": "bf16"}.get(dtype, "bf16")
+    try:
+        return normalize_dtype(base.get("dtype"))
+    except UsageError:  # F64, or an integer type: train on bf16
+        return "bf16"
 
 
 def _norm(key: str, value):

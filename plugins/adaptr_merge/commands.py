@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from adaptr import StageRequest, UsageError, run_stage
-from adaptr.cli import pass_state
+from adaptr.cli import RichReporter, echo_json, pass_state
 
 from .config import DTYPES, METHODS
-
-
-class RichReporter:
-    """A rich progress bar on stderr (stdout stays for data)."""
-
-    def __init__(self):
-        from rich.console import Console
-
-        self.console = Console(stderr=True, highlight=False)
-        self.progress = None
-
-    def start(self, total, description):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.finish()
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=self.console, transient=True)
-        self.progress.start()
-        self.task = self.progress.add_task(description, total=total)
-
-    def update(self, step, metrics):
-        if self.progress:
-            self.progress.update(self.task, completed=step)
-
-    def message(self, text):
-        self.console.print(text)
-
-    def finish(self):
-        if self.progress:
-            self.progress.stop()
-            self.progress = None
 
 
 def _parse_weights(text: str | None) -> list[float] | None:
@@ -87,7 +55,7 @@ def merge_command(state, refs, into_base, name, dtype, method, weights, density,
                            config={k: v for k, v in config.items() if v is not None})
     run = run_stage(state.registry, request, reporter=RichReporter())
     if as_json:
-        click.echo(json.dumps(run, indent=2, default=str))
+        echo_json(run)
     else:
         click.echo(run["output_ref"] or "")
 
@@ -112,7 +80,7 @@ def export_command(state, ref, out_dir, merged, dtype, as_json):
     data = export(registry, ref, out_dir, merged=merged, dtype=dtype,
                   reporter=RichReporter() if merged else None)
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        echo_json(data)
     else:
         click.echo(str(Path(out_dir).expanduser().absolute()))
 

@@ -19,10 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from adaptr import UsageError, __version__
-
-ADAPTR_JSON = "adaptr.json"
-_MANIFEST = "adaptr-manifest.json"
+from adaptr import UsageError, __version__, store
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -35,11 +32,10 @@ def check_out_dir(out_dir: str | os.PathLike) -> Path:
 def export(registry, ref: str, out_dir: str | os.PathLike, *, merged: bool = False, dtype: str = "bf16",
            reporter=None) -> dict:
     """Export ``ref`` (an adapter ref or a base name) into ``out_dir``; return the adaptr.json data."""
-    from adaptr.merging import OUTPUT_DTYPES, merge_chain, plan_for_adapter, read_adapter_config
+    from adaptr.merging import merge_chain, normalize_dtype, plan_for_adapter, read_adapter_config
 
     out = check_out_dir(out_dir)
-    if dtype not in OUTPUT_DTYPES:
-        raise UsageError(f"unknown dtype {dtype!r}", f"use one of {', '.join(OUTPUT_DTYPES)}")
+    dtype = normalize_dtype(dtype)
     node = registry.node(ref)
     if node["kind"] == "base":
         if not node.get("path"):
@@ -72,7 +68,7 @@ def _atomically(out: Path, fill) -> dict:
     return result
 
 
-def _copy_files(src: Path, dst: Path, skip: tuple[str, ...] = (_MANIFEST, ADAPTR_JSON)) -> dict:
+def _copy_files(src: Path, dst: Path, skip: tuple[str, ...] = (store.MANIFEST, store.RECORD_FILE)) -> dict:
     for path in sorted(src.rglob("*")):
         if path.is_file() and path.name not in skip:
             target = dst / path.relative_to(src)
@@ -107,7 +103,7 @@ def _write_adapter_chain(registry, chain: list[dict], tmp: Path) -> dict:
 
 def _copy_adapter(adapter: dict, dst: Path, base: dict) -> None:
     _copy_files(Path(adapter["path"]), dst)
-    config_path = dst / "adapter_config.json"
+    config_path = dst / store.CONFIG_FILE
     config = json.loads(config_path.read_text())
     if base.get("source_kind") == "hub":  # a Hub id loads anywhere; a local path would not
         config["base_model_name_or_path"] = base["source"]
@@ -135,8 +131,9 @@ def _load_order_note(order: list[dict], base: dict) -> str:
         f"Or get one model with all of them merged in: `adaptr export {top} DIR --merged`.", ""])
 
 
-def _public(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in ("path", "id", "base_id")}
+def _public(node) -> dict:
+    """A version or base as JSON, without what only this machine knows (paths, row ids)."""
+    return {k: v for k, v in node.to_json().items() if k not in ("path", "id", "base_id", "_record_json")}
 
 
 def _provenance(registry, node: dict, info: dict, written: dict, tmp: Path) -> dict:
@@ -152,5 +149,5 @@ def _provenance(registry, node: dict, info: dict, written: dict, tmp: Path) -> d
     if base.get("source_kind") == "derived":
         data["base_note"] = (f"base {base['name']!r} is a derived base made by adaptr; "
                              f"`adaptr export {base['name']} DIR` writes its model files")
-    (tmp / ADAPTR_JSON).write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (tmp / store.RECORD_FILE).write_text(json.dumps(data, indent=2) + "\n")
     return data

@@ -1,4 +1,5 @@
-"""Registries for the TUI tests: small fake-but-valid adapter versions, no training.
+"""Registries for the TUI tests: small fake-but-valid adapter versions, no training; their
+records are the record a real training run writes (tests/record_fixture.py).
 
 Versions go through ``registry.publish_adapter`` from directories written into
 ``registry.store.staging()``; timestamps and run ids are then fixed so snapshots are stable.
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from adaptr import Registry
+from record_fixture import trained_record
 
 FIXED_DAY = "2026-01-15"
 LORA_CONFIG = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
@@ -63,7 +65,7 @@ def publish_fake(registry: Registry, name: str, *, base: str = "tiny", stage: st
         return registry.publish_adapter(
             staged, name=name, base=base, stage=stage, parents=list(parents),
             config={**LORA_CONFIG, "learning_rate": 2e-4, "num_train_epochs": 1, **(config or {})},
-            record=record or {"seed": 42, "dataset": {"rows": 64, "sha256": "e" * 16}},
+            record=record or trained_record(),
             metrics=metrics or {}, run_id=run_id)
 
 

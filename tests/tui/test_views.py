@@ -277,7 +277,7 @@ def test_cancel_needs_an_active_run_and_never_crashes(lineage_registry):
     run(scenario())
 
 
-def test_push_runs_the_cli_and_reports_its_error(lineage_registry, monkeypatch):
+def test_push_calls_the_core_and_reports_its_error(lineage_registry, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)
 
@@ -387,7 +387,7 @@ def test_the_app_imports_no_training_library(lineage_registry):
     assert "HEAVY []" in proc.stdout, proc.stdout
 
 
-def test_resume_runs_the_cli_and_reports_its_outcome(lineage_registry):
+def test_resume_calls_the_core_and_reports_its_outcome(lineage_registry):
     async def scenario():
         app = make_app(lineage_registry.root)
         notes = record_notifications(app)
