@@ -39,6 +39,13 @@ def base_json(base, *, full: bool = False) -> dict:
     return out
 
 
+def verdict_text(verdict) -> str:
+    """``yes`` / ``yes, as one adapter`` / ``no: REASON; REASON`` for one serving target."""
+    if verdict.servable:
+        return "yes" if verdict.form == "as-is" else "yes, exported as one adapter"
+    return "no: " + "; ".join(verdict.reasons)
+
+
 def edge_json(edge: dict) -> dict:
     return {"child": edge["child_ref"], "child_kind": edge["child_kind"],
             "parent": edge["parent_ref"], "parent_kind": edge["parent_kind"],
