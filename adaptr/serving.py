@@ -231,7 +231,10 @@ def check_lorax(view: AdapterView, base: BaseView) -> Verdict:
 
 
 def check_tgi(view: AdapterView, base: BaseView) -> Verdict:
-    return _punica_verdict("tgi", view, _TGI_LAYERS, "TGI")
+    verdict = _punica_verdict("tgi", view, _TGI_LAYERS, "TGI")
+    verdict.notes.append("TGI loads LoRA adapters only for the model classes it serves with flash attention "
+                         "(not checked)")
+    return verdict
 
 
 CHECKS = {"vllm": check_vllm, "llama.cpp": check_llama_cpp, "lorax": check_lorax, "tgi": check_tgi}
@@ -286,9 +289,20 @@ def servability(registry, adapter: dict, targets: tuple[str, ...] = TARGETS) -> 
     return out
 
 
-def summary(verdicts: dict[str, Verdict]) -> str:
-    """One line: ``vllm yes, llama.cpp no (DoRA: ...), ...``."""
-    return ", ".join(f"{t} yes" if v.servable else f"{t} no ({v.reasons[0]})" for t, v in verdicts.items())
+def report(registry, adapter: dict) -> dict:
+    """``{target: verdict dict}`` for ``show --json``, or ``{"error": ...}`` when the version's
+    files cannot be read (``show`` must still show the record)."""
+    try:
+        return {target: v.to_dict() for target, v in servability(registry, adapter).items()}
+    except (AdaptrError, OSError, ValueError) as exc:
+        return {"error": f"cannot tell: {getattr(exc, 'message', exc)}"}
+
+
+def summary(reported: dict) -> str:
+    """:func:`report` on one line: ``vllm yes, llama.cpp no (DoRA: ...), ...``."""
+    if "error" in reported:
+        return reported["error"]
+    return ", ".join(f"{t} yes" if v["servable"] else f"{t} no ({v['reasons'][0]})" for t, v in reported.items())
 
 
 def serve_command(target: str, ref: str, adapter_dir: Path, base: dict, base_dir: Path | None,

@@ -39,11 +39,14 @@ def base_json(base, *, full: bool = False) -> dict:
     return out
 
 
-def verdict_text(verdict) -> str:
-    """``yes`` / ``yes, as one adapter`` / ``no: REASON; REASON`` for one serving target."""
-    if verdict.servable:
-        return "yes" if verdict.form == "as-is" else "yes, exported as one adapter"
-    return "no: " + "; ".join(verdict.reasons)
+def verdict_text(verdict: dict | str) -> str:
+    """``yes`` / ``yes, exported as one adapter`` / ``no: REASON; REASON`` for one serving target
+    (a verdict dict of adaptr.serving.report, or its error text)."""
+    if isinstance(verdict, str):
+        return verdict
+    if verdict["servable"]:
+        return "yes" if verdict["form"] == "as-is" else "yes, exported as one adapter"
+    return "no: " + "; ".join(verdict["reasons"])
 
 
 def edge_json(edge: dict) -> dict:

@@ -152,13 +152,9 @@ def adapter_detail(registry: Registry, adapter_id: int) -> AdapterDetail:
 
 def serving_summary(registry: Registry, adapter: dict) -> str:
     """Which engines `adaptr export --target` can serve this version on (docs/serving.md)."""
-    from ..errors import AdaptrError
-    from ..serving import servability, summary
+    from ..serving import report, summary
 
-    try:
-        return summary(servability(registry, adapter))
-    except (AdaptrError, OSError, ValueError) as exc:
-        return f"cannot tell: {getattr(exc, 'message', exc)}"
+    return summary(report(registry, adapter))
 
 
 def artifact_files(directory: Path) -> tuple[list[FileEntry], str | None]:

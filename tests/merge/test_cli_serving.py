@@ -24,8 +24,9 @@ IDS = torch.tensor([[1, 5, 9, 2, 7, 3]])
 def serve_template(tmp_path_factory, sharded_base_dir) -> Path:
     """On `tiny`: a-v1; s-v1 stacked on a-v1 (rsLoRA, rank_pattern, alpha_pattern, other modules);
     c-v1 continued from s-v1 (so it stands on a-v1); rs-v1 (rsLoRA alone); d-v1 (DoRA) and
-    ds-v1 stacked on it; e-v1 (LoRA on embed_tokens); big-v1 (rank 520); m-v1 trained on the
-    derived base tiny-a (a-v1 merged in, as `--mode merge` does)."""
+    ds-v1 stacked on it; e-v1 (LoRA on embed_tokens) and es-v1 stacked on it; big-v1 (rank 520);
+    m-v1 trained on the derived base tiny-a (a-v1 merged in, as `--mode merge` does). On `tied`
+    (a Qwen2 whose lm_head is its input embedding): head-v1 with a LoRA on lm_head."""
     from adaptr import Registry
     from adaptr.bases import add_local_base
 
@@ -41,9 +42,15 @@ def serve_template(tmp_path_factory, sharded_base_dir) -> Path:
     publish_lora(registry, "rs", seed=4, use_rslora=True, alpha=6)
     d = publish_lora(registry, "d", seed=5, use_dora=True)
     publish_lora(registry, "ds", seed=6, parents=[(d, "stacked", {"mode": "stack"})])
-    publish_lora(registry, "e", seed=7, target_modules=("embed_tokens", "q_proj"))
+    e = publish_lora(registry, "e", seed=7, target_modules=("embed_tokens", "q_proj"))
+    publish_lora(registry, "es", seed=10, r=2, target_modules=("embed_tokens", "k_proj"),
+                 parents=[(e, "stacked", {"mode": "stack"})])
     publish_lora(registry, "big", seed=8, r=520, alpha=8, target_modules=("q_proj",), scale_b=0.001)
     derived = merge_into_base(registry, a, name="tiny-a", dtype="fp32")
+    from adaptr.hf.tiny import make_tiny_base
+
+    add_local_base(registry, "tied", make_tiny_base(root.parent / "tied-qwen2", family="qwen2"))
+    publish_lora(registry, "head", base="tied", seed=11, target_modules=("q_proj", "lm_head"))
     publish_lora(registry, "m", base=derived["name"], seed=9, parents=[(a, "merged", {"mode": "merge"})])
     registry.close()
     return root
@@ -86,14 +93,15 @@ def one_adapter_logits(base_dir, adapter_dir):
         return PeftModel.from_pretrained(_base(base_dir), adapter_dir).eval()(IDS).logits
 
 
-@pytest.mark.parametrize("ref,chain", [("s-v1", ["a-v1", "s-v1"]), ("c-v1", ["a-v1", "c-v1"])])
-def test_one_adapter_equals_the_stacked_chain(serve_registry, tmp_path, ref, chain):
+@pytest.mark.parametrize("ref,chain,rank", [("s-v1", ["a-v1", "s-v1"], 4 + 8), ("c-v1", ["a-v1", "c-v1"], 4 + 8),
+                                            ("es-v1", ["e-v1", "es-v1"], 4 + 2)])
+def test_one_adapter_equals_the_stacked_chain(serve_registry, tmp_path, ref, chain, rank):
     out = tmp_path / "one"
     meta = json.loads(run_cli("export", ref, str(out), "--one-adapter", "--json", registry=serve_registry,
                               check=True).stdout)
     assert meta["chain"] == chain and meta["form"] == "one-adapter"
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["r"] == config["lora_alpha"] == meta["one_adapter"]["rank"] == 4 + 8
+    assert config["r"] == config["lora_alpha"] == meta["one_adapter"]["rank"] == rank
     assert not config["use_rslora"] and not config["rank_pattern"] and not config["alpha_pattern"]
     base_dir = serve_registry.base("tiny")["path"]
     expected = stacked_logits(base_dir, [serve_registry.resolve(r)["path"] for r in chain])
@@ -116,6 +124,17 @@ def test_show_reports_servability(serve_registry):
     assert e["vllm"]["servable"] and not e["tgi"]["servable"] and "embeddings" in e["tgi"]["reasons"][0]
     human = run_cli("show", "big-v1", registry=serve_registry, check=True).stdout
     assert "serving" in human and "above vLLM's largest --max-lora-rank" in " ".join(human.split())
+    head = json.loads(run_cli("show", "head-v1", "--json", registry=serve_registry, check=True).stdout)["serving"]
+    assert not head["llama.cpp"]["servable"] and "tied input embedding" in head["llama.cpp"]["reasons"][0]
+    assert head["vllm"]["servable"] and not head["tgi"]["servable"] and "lm_head" in head["tgi"]["reasons"][0]
+
+
+def test_show_without_the_files_still_shows_the_record(serve_registry):
+    (Path(serve_registry.resolve("a-v1")["path"]) / "adapter_model.safetensors").unlink()
+    proc = run_cli("show", "a-v1", "--json", registry=serve_registry, check=True)
+    shown = json.loads(proc.stdout)
+    assert shown["ref"] == "a-v1" and shown["serving"]["error"].startswith("cannot tell")
+    assert "cannot tell" in run_cli("show", "a-v1", registry=serve_registry, check=True).stdout
 
 
 def test_export_target_vllm_prints_the_serve_command(serve_registry, tmp_path):
