@@ -91,12 +91,8 @@ def plan_one_adapter(adapter_dirs: list[Path], labels: list[str],
             plan.modules.setdefault(module, []).append(_piece(index, module, parts, header, config, label))
             if "eA" in parts:
                 plan.embeddings.add(module)
-    fans = {bool(c.get("fan_in_fan_out")) for c in configs}
-    if len(fans) > 1:
-        raise UsageError(f"{', '.join(labels)} disagree on fan_in_fan_out",
-                         "the chain's adapters must target layers of one kind; " + _NOT_ONE)
     plan.rank = max(sum(p.rank for p in pieces) for pieces in plan.modules.values())
-    plan.config = _one_config(configs[-1], plan, fans.pop(), base_modules)
+    plan.config = _one_config(configs[-1], plan, base_modules)
     return plan
 
 
@@ -121,8 +117,12 @@ def _piece(index: int, module: str, parts: dict, header: dict, config: dict, lab
     return Piece(index, a_key, b_key, rank, lora_scale(config, module, rank))
 
 
-def _one_config(top: dict, plan: OneAdapterPlan, fan_in_fan_out: bool, base_modules: set[str] | None) -> dict:
-    """The top adapter's config with one rank, scaling 1, and the modules that carry factors."""
+def _one_config(top: dict, plan: OneAdapterPlan, base_modules: set[str] | None) -> dict:
+    """The top adapter's config with one rank, scaling 1, and the modules that carry factors.
+
+    ``fan_in_fan_out`` stays the top adapter's: PEFT stores ``lora_A``/``lora_B`` the same way
+    whatever it says, and picks the layout of each layer by its type (Conv1D or Linear).
+    """
     names = sorted({module.rsplit(".", 1)[-1] for module in plan.modules})
     picked = {m for m in base_modules or () if m.rsplit(".", 1)[-1] in names}
     # PEFT matches a listed name as a suffix at a dot boundary: short names when they target
@@ -131,7 +131,7 @@ def _one_config(top: dict, plan: OneAdapterPlan, fan_in_fan_out: bool, base_modu
     config = {**top, "r": plan.rank, "lora_alpha": plan.rank, "use_rslora": False, "use_dora": False,
               "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": None, "bias": "none",
               "layers_to_transform": None, "layers_pattern": None, "exclude_modules": None,
-              "fan_in_fan_out": fan_in_fan_out, "init_lora_weights": True, "lora_bias": False,
+              "init_lora_weights": True, "lora_bias": False,
               "target_modules": targets}
     config.pop("trainable_token_indices", None)
     return config

@@ -72,18 +72,13 @@ def _one_adapter_writer(registry, node: dict, out: Path, target: str | None):
     """Every check of a one-adapter (or serving) export, then the function that writes it."""
     from adaptr.concat import write_one_adapter
     from adaptr.merging import merge_chain
-    from adaptr.serving import check_target, one_adapter_plan, serve_command, servability
+    from adaptr.serving import one_adapter_plan, serve_command
 
     chain = merge_chain(registry, node)
     base = registry.base(node["base"])
     form, verdict = ("one-adapter" if len(chain) > 1 else "as-is"), None
     if target:
-        verdict = servability(registry, node, (check_target(target),))[target]
-        if not verdict.servable:
-            more = f" (and {len(verdict.reasons) - 1} more)" if len(verdict.reasons) > 1 else ""
-            raise UsageError(f"{target} cannot serve {node['ref']}: {verdict.reasons[0]}{more}",
-                             f"`adaptr show {node['ref']}` lists every reason; `adaptr export {node['ref']} "
-                             "DIR --merged` writes one full model any engine serves")
+        verdict = _servable_verdict(registry, node, target)
         form = verdict.form
     plan = None
     if form == "one-adapter":
@@ -114,6 +109,19 @@ def _one_adapter_writer(registry, node: dict, out: Path, target: str | None):
         return written
 
     return write, info
+
+
+def _servable_verdict(registry, node: dict, target: str):
+    """The target's verdict on ``node``; refused (one line, with the first reason) when it cannot serve it."""
+    from adaptr.serving import check_target, servability
+
+    verdict = servability(registry, node, (check_target(target),))[target]
+    if not verdict.servable:
+        more = f" (and {len(verdict.reasons) - 1} more)" if len(verdict.reasons) > 1 else ""
+        raise UsageError(f"{target} cannot serve {node['ref']}: {verdict.reasons[0]}{more}",
+                         f"`adaptr show {node['ref']}` lists every reason; `adaptr export {node['ref']} "
+                         "DIR --merged` writes one full model any engine serves")
+    return verdict
 
 
 def _atomically(out: Path, fill) -> dict:
