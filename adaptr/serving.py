@@ -272,21 +272,27 @@ def servability(registry, adapter: dict, targets: tuple[str, ...] = TARGETS) -> 
     base = base_view(registry.base(adapter["base"]))
     plan, error = one_adapter_plan(registry, chain)
     raw = view_of_dir(Path(chain[0]["path"])) if len(chain) == 1 else None
-    out = {}
-    for target in targets:
-        check = CHECKS[check_target(target)]
-        verdict = check(raw, base) if raw else None
-        if verdict is None or not verdict.servable:
-            if plan is not None:
-                rewritten = check(view_of_plan(plan), base)
-                if rewritten.servable or verdict is None:
-                    rewritten.form = "one-adapter"
-                    verdict = rewritten
-            elif verdict is None:
-                verdict = Verdict(target, False, [f"the stacked chain {' + '.join(a['ref'] for a in chain)} "
-                                                  f"cannot be one adapter: {error.message}"])
-        out[target] = verdict
-    return out
+    return {target: _verdict(check_target(target), chain, raw, plan, error, base) for target in targets}
+
+
+def _verdict(target: str, chain: list[dict], raw: AdapterView | None, plan, error, base: BaseView) -> Verdict:
+    """The stored adapter when the engine reads it right, else the one-adapter rewrite."""
+    check = CHECKS[target]
+    if raw is not None:
+        verdict = check(raw, base)
+        if verdict.servable or plan is None:
+            return verdict
+        rewritten = check(view_of_plan(plan), base)
+        return _as_one_adapter(rewritten) if rewritten.servable else verdict
+    if plan is None:
+        return Verdict(target, False, [f"the stacked chain {' + '.join(a['ref'] for a in chain)} "
+                                       f"cannot be one adapter: {error.message}"])
+    return _as_one_adapter(check(view_of_plan(plan), base))
+
+
+def _as_one_adapter(verdict: Verdict) -> Verdict:
+    verdict.form = "one-adapter"
+    return verdict
 
 
 def report(registry, adapter: dict) -> dict:
