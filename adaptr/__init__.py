@@ -4,8 +4,9 @@ The public API for plugin authors and scripts. Importing it never imports torch.
 
 The public modules are this one, ``adaptr.trl_stage`` (stages on a TRL trainer, dataset
 formats), ``adaptr.merging`` (the streaming merge), ``adaptr.records`` (what versions record),
-``adaptr.config`` (stage configs), ``adaptr.store`` (manifests), ``adaptr.plugins`` (the plugin
-manager) and ``adaptr.cli`` (for plugin commands); built-in plugins import nothing else, as an
+``adaptr.config`` (stage configs), ``adaptr.store`` (manifests, file names), ``adaptr.serving``
+(which engines can serve a version), ``adaptr.plugins`` (the plugin manager) and ``adaptr.cli``
+(for plugin commands); built-in plugins import nothing else, as an
 outside plugin would not (a test checks it; docs/architecture.md).
 """
 

@@ -4,6 +4,7 @@ For plugins (the built-in `merge` stage and `adaptr export` among them); the imp
 adaptr/hf/merge.py. Planning reads safetensors headers only, so every check runs before a write.
 """
 
+from .hf.concat import write_one_adapter
 from .hf.loading import peft_names, peft_snippet
 from .hf.merge import (check_into_base, merge_adapter_into_base, merge_chain, plan_for_adapter, plan_merge,
                        read_adapter_config, write_merged_model)
@@ -11,4 +12,4 @@ from .safetensors_meta import OUTPUT_DTYPES, normalize_dtype
 
 __all__ = ["OUTPUT_DTYPES", "check_into_base", "merge_adapter_into_base", "merge_chain", "normalize_dtype",
            "peft_names", "peft_snippet", "plan_for_adapter", "plan_merge", "read_adapter_config",
-           "write_merged_model"]
+           "write_merged_model", "write_one_adapter"]

@@ -190,8 +190,11 @@ def show_cmd(state: State, ref, as_json):
     if node["kind"] == "base":
         _show_base(node, as_json)
         return
+    from ..serving import report
+
+    serving = report(state.registry, node)
     if as_json:
-        echo_json(render.adapter_json(node, full=True))
+        echo_json({**render.adapter_json(node, full=True), "serving": serving})
         return
     rows = [(key, node.get(key)) for key in ("ref", "base", "stage", "status", "created_at", "path",
                                               "sha256", "run_id", "hub_repo", "hub_commit")]
@@ -199,6 +202,7 @@ def show_cmd(state: State, ref, as_json):
     rows.insert(3, ("aliases", ", ".join(node["aliases"]) or "-"))
     rows += [(f"config.{k}", v) for k, v in sorted(node["config"].items()) if v not in (None, {}, [])]
     rows += [(f"metrics.{k}", v) for k, v in sorted(node["metrics"].items())]
+    rows += [(f"serving.{t}", render.verdict_text(v)) for t, v in serving.items()]
     console().print(render.fields_table([r for r in rows if r[1] is not None]))
 
 

@@ -139,12 +139,12 @@ def _pattern_value(patterns: dict, module: str, default):
     return default
 
 
-def _scale(config: dict, module: str, rank: int) -> float:
+def lora_scale(config: dict, module: str, rank: int) -> float:
     alpha = _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", 8))
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
-def _group_adapter_keys(header: dict, label: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+def group_adapter_keys(header: dict, label: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """Split an adapter file's keys into LoRA modules ({module: {part: key}}) and full tensors."""
     modules: dict[str, dict[str, str]] = {}
     full: dict[str, str] = {}
@@ -195,7 +195,7 @@ def _lora_update(index: int, module: str, parts: dict, header: dict, config: dic
         raise ConflictError(f"{label}: {module} update has shape {expected}, the base weight {base_entry['shape']}",
                             "the adapter was trained on another base")
     rank = a[0]
-    return Update(index, kind, keys, _scale(config, module, rank), fan)
+    return Update(index, kind, keys, lora_scale(config, module, rank), fan)
 
 
 def plan_merge(base_dir: Path, adapter_dirs: list[Path], labels: list[str] | None = None,
@@ -211,7 +211,7 @@ def plan_merge(base_dir: Path, adapter_dirs: list[Path], labels: list[str] | Non
     for index, (adapter_dir, label) in enumerate(zip(plan.adapter_dirs, labels)):
         config = configs[index] if configs else read_adapter_config(adapter_dir, label)
         header = read_header(adapter_dir / WEIGHTS_FILE)
-        modules, full = _group_adapter_keys(header, label)
+        modules, full = group_adapter_keys(header, label)
         # A saved full tensor is loaded into the model before the adapter's LoRA applies on top.
         for target, key in sorted(full.items()):
             _plan_replace(plan, index, target, key, header, label)

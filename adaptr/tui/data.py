@@ -138,6 +138,7 @@ class AdapterDetail:
     files_error: str | None = None
     loss: list[tuple[int, float]] = field(default_factory=list)
     relative_path: str = ""
+    serving: str = ""                 # one line per engine: adaptr.serving.summary
 
 
 def adapter_detail(registry: Registry, adapter_id: int) -> AdapterDetail:
@@ -145,7 +146,15 @@ def adapter_detail(registry: Registry, adapter_id: int) -> AdapterDetail:
     files, error = artifact_files(Path(adapter["path"]))
     return AdapterDetail(adapter=adapter, files=files, files_error=error,
                          loss=loss_curve(registry, adapter),
-                         relative_path=registry.store.relative(Path(adapter["path"])))
+                         relative_path=registry.store.relative(Path(adapter["path"])),
+                         serving=serving_summary(registry, adapter))
+
+
+def serving_summary(registry: Registry, adapter: dict) -> str:
+    """Which engines `adaptr export --target` can serve this version on (docs/serving.md)."""
+    from ..serving import report, summary
+
+    return summary(report(registry, adapter))
 
 
 def artifact_files(directory: Path) -> tuple[list[FileEntry], str | None]:

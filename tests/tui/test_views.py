@@ -84,6 +84,7 @@ def test_adapters_view_lists_newest_first_with_details(lineage_registry):
             detail = screen.query_one(AdapterDetailPane)
             overview = plain(detail.query_one("#overview", Static))
             assert "20260115-090000-a1b2" in overview and "adapters/sft/v1" in overview
+            assert "serving" in overview and "vllm yes, llama.cpp yes, lorax yes, tgi yes" in " ".join(overview.split())
             tabs = detail.query_one(TabbedContent)
             assert not detail.query(LossPlot)  # hidden tabs are built when first shown
             tabs.active = "tab-metrics"
