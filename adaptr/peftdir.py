@@ -269,6 +269,18 @@ def _with_tied_head(tensors: dict[str, dict], base_dir: Path) -> dict[str, dict]
     return tensors
 
 
+def portable_config(config: dict, base: dict, *, public: bool = False) -> dict:
+    """``adapter_config.json`` for use away from this registry: a Hub base named by its id and
+    pinned commit (``AutoPeftModel`` then loads it anywhere); with ``public`` (a Hub push), any
+    other base's local path is dropped, since it means nothing elsewhere and names this machine."""
+    config = dict(config)
+    if base.get("source_kind") == "hub":
+        config["base_model_name_or_path"], config["revision"] = base["source"], base.get("revision")
+    elif public:
+        config["base_model_name_or_path"], config["revision"] = None, None
+    return config
+
+
 # -- importing -----------------------------------------------------------------------------
 
 

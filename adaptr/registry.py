@@ -870,6 +870,16 @@ class Registry:
             with self.write():
                 self.db["metrics"].insert_all(rows, replace=True)
 
+    def loss_curve(self, adapter) -> list[list[float]]:
+        """A version's training loss by step, ``[step, loss]``: as its record holds it (the whole
+        run, resumed parts included), else its run's metrics table."""
+        if adapter.record.loss_curve:
+            return [[int(step), float(loss)] for step, loss in adapter.record.loss_curve]
+        if not adapter.get("run_id"):
+            return []
+        return [[int(m["step"]), float(m["value"])] for m in self.metrics(adapter["run_id"], "loss")
+                if m["value"] is not None]
+
     def metrics(self, run_id: str, name: str | None = None) -> list[dict]:
         sql = "SELECT step, name, value FROM metrics WHERE run_id = ?"
         params: list = [run_id]

@@ -191,7 +191,7 @@ def show_cmd(state: State, ref, as_json):
         _show_base(node, as_json)
         return
     if as_json:
-        echo_json(render.adapter_json(node, full=True))
+        echo_json({**render.adapter_json(node, full=True), "loss_curve": state.registry.loss_curve(node)})
         return
     rows = [(key, node.get(key)) for key in ("ref", "base", "stage", "status", "created_at", "path",
                                               "sha256", "run_id", "hub_repo", "hub_commit")]

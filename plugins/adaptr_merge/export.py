@@ -108,10 +108,9 @@ def _write_adapter_chain(registry, chain: list[dict], tmp: Path) -> dict:
 def _copy_adapter(adapter: dict, dst: Path, base: dict) -> None:
     _copy_files(Path(adapter["path"]), dst)
     config_path = dst / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    if base.get("source_kind") == "hub":  # a Hub id loads anywhere; a local path would not
-        config["base_model_name_or_path"] = base["source"]
-        config["revision"] = base.get("revision")
+    from adaptr.peftdir import portable_config
+
+    config = portable_config(json.loads(config_path.read_text()), base)
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
