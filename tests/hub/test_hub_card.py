@@ -16,7 +16,7 @@ import pytest
 
 from conftest import run_cli
 
-from .helpers import publish, record_at, upload_folder
+from .helpers import publish, pushed_chain, record_at, upload_folder
 from .test_hub_token_and_bases import _add_hub_base
 
 
@@ -24,6 +24,30 @@ def _python_block(card: str) -> str:
     blocks = re.findall(r"```python\n(.*?)```", card, re.S)
     assert len(blocks) == 1, card
     return blocks[0]
+
+
+def _lora_digests(code: str, env: dict) -> dict:
+    """Run ``code`` (a card's snippet) in a fresh process; the sha256 of every LoRA tensor it
+    loaded, and the adapters left active."""
+    check = code + (
+        "\nimport json, hashlib\n"
+        "state = {k: v for k, v in model.state_dict().items() if 'lora_' in k}\n"
+        "print(json.dumps({'active': sorted(model.base_model.active_adapters), 'tensors': "
+        "{k: hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest() for k, v in state.items()}}))\n")
+    proc = subprocess.run([sys.executable, "-c", check], env={**os.environ, **env}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _saved_digests(version: dict, adapter_name: str) -> dict:
+    """The version's own safetensors, keyed as PEFT names them once loaded as ``adapter_name``."""
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    saved = load_file(str(Path(version["path"]) / "adapter_model.safetensors"))
+    return {re.sub(r"\.(lora_[AB])\.weight$", rf".\1.{adapter_name}.weight", k): hashlib.sha256(v.tobytes()).hexdigest()
+            for k, v in saved.items()}
 
 
 def test_the_cards_peft_code_loads_the_version_on_the_pinned_hub_base(
@@ -44,23 +68,27 @@ def test_the_cards_peft_code_loads_the_version_on_the_pinned_hub_base(
 
     # Run the card's code as a PEFT user would (plain libraries, this Hub), then compare the
     # adapter it loaded with the version's own safetensors file.
-    check = code + (
-        "\nimport json, hashlib\n"
-        "state = {k: v for k, v in model.state_dict().items() if 'lora_' in k}\n"
-        "print(json.dumps({k: hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest() "
-        "for k, v in state.items()}))\n")
-    proc = subprocess.run([sys.executable, "-c", check], env={**os.environ, **hub_env}, capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    from safetensors.numpy import load_file
+    assert _lora_digests(code, hub_env)["tensors"] == _saved_digests(version, "chat-v1")
 
-    saved = load_file(str(Path(version["path"]) / "adapter_model.safetensors"))
-    expected = {re.sub(r"\.(lora_[AB])\.weight$", r".\1.chat-v1.weight", k): v for k, v in saved.items()}
-    import hashlib
 
-    assert sorted(loaded) == sorted(expected)
-    assert loaded == {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in expected.items()}
+def test_a_stacked_versions_card_loads_its_chain_on_the_base_you_provide(registry_with_base, lora_sources,
+                                                                         tiny_base_dir, hub, hub_env):
+    reg = registry_with_base
+    pushed_chain(reg, lora_sources, hub_env)  # dpo-v1 stacked on sft-v2, on the local base `tiny`
+
+    card = hub.read_file("alice/dpo", "v1", "README.md").decode()
+    code = _python_block(card)
+    assert "PeftModel.from_pretrained(model, 'alice/sft', revision='v2', adapter_name='sft-v2')" in code
+    assert "model.load_adapter('alice/dpo', revision='v1', adapter_name='dpo-v1')" in code
+    assert "`BASE_DIR` is your copy of it" in card and reg.base("tiny")["config_sha256"] in card
+    assert record_at(hub, "alice/dpo", "v1")["stacked_on"] == [
+        {"ref": "sft-v2", "hub": {"repo": "alice/sft", "revision": "v2",
+                                  "commit": hub.repos["alice/sft"].tags["v2"]}}]
+
+    loaded = _lora_digests(code.replace("'BASE_DIR'", repr(str(tiny_base_dir))), hub_env)
+    assert loaded["active"] == ["dpo-v1", "sft-v2"]  # both layers on, as they were trained
+    assert loaded["tensors"] == {**_saved_digests(reg.resolve("sft-v2"), "sft-v2"),
+                                 **_saved_digests(reg.resolve("dpo-v1"), "dpo-v1")}
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
