@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import re
 import shutil
 import zipfile
@@ -72,33 +73,40 @@ def plan(registry, output_dir, *, base: str, stage: str, data: str, name: str | 
 
 
 def adopt(registry, output_dir, **options) -> dict:
-    """Register the run with copies of its checkpoints (sealed like adaptr's own), status
-    interrupted, and its logged metrics; return the run."""
+    """Register the run with copies of its checkpoints (sealed and recorded like adaptr's own)
+    and its logged metrics, ending ``interrupted``; return the run.
+
+    The run is recorded ``running`` under this process while the checkpoints are copied, each in
+    a short transaction of its own (a large optimizer state is not copied under the write lock):
+    if this process dies, the next look marks it interrupted with the checkpoints recorded so far,
+    as any training run; an error marks it failed. Either can be resumed."""
+    import os
+    import socket
+
     from adaptr import stages
     from adaptr.registry import now
 
     ctx, found = plan(registry, output_dir, **options)
-    newest = found[-1]
-    with registry.write():
-        run = stages.record_run(ctx, status="interrupted")
-        try:
-            ctx.run = run
-            for checkpoint in found:
-                with ctx.staging("adopt") as staged:
-                    shutil.copytree(checkpoint.path, staged, dirs_exist_ok=True)
-                    ctx.save_checkpoint(checkpoint.step, staged)
-            for entry in newest.state.get("log_history") or []:
-                if "step" in entry:
-                    registry.add_metrics(run["id"], entry["step"], {
-                        k: v for k, v in entry.items() if k not in ("step", "epoch") and isinstance(v, (int, float))})
-            total = newest.state.get("max_steps")
-            return registry.update_run(
-                run["id"], progress_step=newest.step, progress_total=total, ended_at=now(),
-                error=f"adopted from {Path(output_dir).expanduser().resolve()} at step {newest.step} of {total} "
-                      "(a plain TRL run)")
-        except BaseException:
-            shutil.rmtree(run["run_dir"], ignore_errors=True)  # the rows go with the transaction
-            raise
+    newest, total = found[-1], found[-1].state.get("max_steps")
+    run = stages.record_run(ctx, status="running")
+    ctx.run = registry.update_run(run["id"], pid=os.getpid(), host=socket.gethostname(), started_at=now())
+    try:
+        for checkpoint in found:
+            with ctx.staging("adopt") as staged:
+                shutil.copytree(checkpoint.path, staged, dirs_exist_ok=True)
+                ctx.save_checkpoint(checkpoint.step, staged)
+        for entry in newest.state.get("log_history") or []:
+            if "step" in entry:
+                registry.add_metrics(run["id"], entry["step"], {
+                    k: v for k, v in entry.items() if k not in ("step", "epoch") and isinstance(v, (int, float))})
+    except BaseException as exc:
+        registry.update_run(run["id"], status="failed", ended_at=now(),
+                            error=f"adopting stopped: {type(exc).__name__}: {exc}")
+        raise
+    source = Path(output_dir).expanduser().resolve()
+    return registry.update_run(run["id"], status="interrupted", progress_step=newest.step, progress_total=total,
+                               ended_at=now(), error=f"adopted from {source} at step {newest.step} of {total} "
+                                                     "(a plain TRL run); continue it with `adaptr resume`")
 
 
 # -- the checkpoints -----------------------------------------------------------------------
@@ -228,7 +236,8 @@ def _optimizer_settings(path: Path) -> dict:
     try:
         scheduler = torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True)
         optimizer = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # the archives passed their CRCs: this is a format torch refuses
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        # The archives passed their CRCs: this is content torch's safe loader refuses.
         raise IntegrityError(f"{path.name}: the optimizer or scheduler state cannot be read safely "
                              f"({' '.join(str(exc).split())[:160]})", _DAMAGED_HINT) from None
     base_lrs = scheduler.get("base_lrs") if isinstance(scheduler, dict) else None
