@@ -136,6 +136,13 @@ def test_bad_output_dirs_are_refused_before_anything_is_written(plain_run, regis
     line = _refused(reg, plain_run["output_dir"], data, base="wide")
     assert "another model than base 'wide'" in line and "--base" in line
 
+    def unnamed(checkpoint: Path) -> None:  # the shapes alone tell the base apart
+        for step in (2, 4):
+            config_file = checkpoint.parent / f"checkpoint-{step}" / "adapter_config.json"
+            config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "base_model_name_or_path": None}))
+    line = _refused(reg, _damaged_copy(plain_run, tmp_path / "d", unnamed), data, base="wide")
+    assert "checkpoint-2: " in line and "expected" in line and "base 'wide' weight" in line
+
     line = _refused(reg, plain_run["output_dir"], data, "--set", "learning_rate=5e-4")
     assert "learning_rate=0.0005 contradicts the checkpoint, which says 0.001" in line
     line = _refused(reg, plain_run["output_dir"], data, "--set", "lr_scheduler_type=cosine")
