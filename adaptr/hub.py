@@ -342,9 +342,10 @@ def _peft_use(meta: dict, repo_id: str) -> list[str]:
         notes.insert(0, f"The base `{base['name']}` is not on the Hub, so you provide it: `BASE_DIR` is your "
                         f"copy of it, the model with {', '.join(facts)}.")
     if len(layers) > 1:
-        notes.append(f"`{meta['ref']}` was trained stacked on the adapters above it: load them all, "
-                     "deepest first, and keep them active together.")
-    return [*notes, *([""] if notes else []), "```python", peft_snippet(source, layers, revision), "```", ""]
+        notes.append(f"`{meta['ref']}` was trained stacked on other adapters: load them all, deepest "
+                     "first as below, and keep them active together.")
+    paragraphs = [line for note in notes for line in (note, "")]
+    return [*paragraphs, "```python", peft_snippet(source, layers, revision), "```", ""]
 
 
 def _loss_lines(curve: list) -> list[str]:
