@@ -271,6 +271,24 @@ def _with_tied_head(tensors: dict[str, dict], base_dir: Path) -> dict[str, dict]
     return tensors
 
 
+def portable_config(config: dict, base: dict, *, base_dir: Path | None = None, public: bool = False) -> dict:
+    """``adapter_config.json`` for use away from this registry (export, push). Its base is
+    ``base_dir`` (a base exported beside it) when given; else a Hub base by its id and pinned
+    commit (``AutoPeftModel`` then loads it anywhere); else, with ``public`` (a Hub push),
+    nothing, since a local path means nothing elsewhere and names this machine; else the base's
+    local directory."""
+    config = dict(config)
+    if base_dir is not None:
+        config["base_model_name_or_path"], config["revision"] = str(base_dir), None
+    elif base.get("source_kind") == "hub":
+        config["base_model_name_or_path"], config["revision"] = base["source"], base.get("revision")
+    elif public:
+        config["base_model_name_or_path"], config["revision"] = None, None
+    elif base.get("path"):
+        config["base_model_name_or_path"] = base["path"]
+    return config
+
+
 # -- importing -----------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from . import dbfile, records
+from .records import now
 from . import migrations as migrations_mod
 from . import store as store_mod
 from .errors import ConflictError, NotFoundError, UsageError
@@ -47,10 +48,6 @@ _ADAPTER_COLUMNS = ("id", "name", "version", "base_id", "base", "stage", "status
 _RUN_COLUMNS = ("id", "stage", "status", "executor", "pid", "host", "gpus", "progress_step", "progress_total",
                 "output_kind", "output_id", "resumed_from_run", "resumed_from_step", "error", "created_at",
                 "started_at", "ended_at")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def crash_point(name: str) -> None:
@@ -903,6 +900,16 @@ class Registry:
         if rows:
             with self.write():
                 self.db["metrics"].insert_all(rows, replace=True)
+
+    def loss_curve(self, adapter) -> list[list[float]]:
+        """A version's training loss by step, ``[step, loss]``: as its record holds it (the whole
+        run, resumed parts included), else its run's metrics table."""
+        if adapter.record.loss_curve:
+            return [[int(step), float(loss)] for step, loss in adapter.record.loss_curve]
+        if not adapter.get("run_id"):
+            return []
+        return [[int(m["step"]), float(m["value"])] for m in self.metrics(adapter["run_id"], "loss")
+                if m["value"] is not None]
 
     def metrics(self, run_id: str, name: str | None = None) -> list[dict]:
         sql = "SELECT step, name, value FROM metrics WHERE run_id = ?"

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING_LIBRARIES = {"torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes"}
 PUBLIC = {"adaptr", "adaptr.trl_stage", "adaptr.merging", "adaptr.records", "adaptr.config",
-          "adaptr.store", "adaptr.plugins", "adaptr.cli", "adaptr.serving"}
+          "adaptr.store", "adaptr.plugins", "adaptr.cli", "adaptr.serving", "adaptr.peftdir"}
 FRONT_ENDS = ("adaptr/cli/", "adaptr/tui/", "adaptr/__main__.py")
 
 

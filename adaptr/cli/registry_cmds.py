@@ -194,7 +194,8 @@ def show_cmd(state: State, ref, as_json):
 
     serving = report(state.registry, node)
     if as_json:
-        echo_json({**render.adapter_json(node, full=True), "serving": serving})
+        echo_json({**render.adapter_json(node, full=True), "serving": serving,
+                   "loss_curve": state.registry.loss_curve(node)})
         return
     rows = [(key, node.get(key)) for key in ("ref", "base", "stage", "status", "created_at", "path",
                                               "sha256", "run_id", "hub_repo", "hub_commit")]

@@ -35,7 +35,6 @@ class RegistryCallback(TrainerCallback):
         self.keep_checkpoints = keep_checkpoints
         self.last_logs: dict = {}
         self.first_logs: dict | None = None
-        self.loss_curve: list[list[float]] = []
         self.num_tokens = 0.0
         self.peak_rss = 0
         self.stopped_at: int | None = None
@@ -67,8 +66,6 @@ class RegistryCallback(TrainerCallback):
             return
         if self.first_logs is None and "loss" in numeric:
             self.first_logs = dict(numeric)
-        if "loss" in numeric:
-            self.loss_curve.append([state.global_step, numeric["loss"]])
         self.last_logs.update(numeric)
         self.ctx.progress(state.global_step, state.max_steps, metrics=numeric)
 

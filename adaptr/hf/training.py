@@ -327,6 +327,12 @@ def _edges(ctx: StageContext, plan: Plan, derived) -> list:
     return edges
 
 
+def logged_losses(log_history: list[dict]) -> list[list[float]]:
+    """``[step, loss]`` as the Trainer logged them. After a resume its history holds the steps
+    before the checkpoint too (restored from trainer_state.json), so the curve is the whole run."""
+    return [[entry["step"], entry["loss"]] for entry in log_history if "loss" in entry and "step" in entry]
+
+
 def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_check) -> records.VersionRecord:
     from . import checks
 
@@ -352,7 +358,7 @@ def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_ch
                             tokens_per_second=round(tokens / runtime, 2) if runtime and tokens else None,
                             steps=built.trainer.state.global_step),
         first_logged=built.callback.first_logs, final_metrics=built.callback.last_logs,
-        loss_curve=built.callback.loss_curve,
+        loss_curve=logged_losses(built.trainer.state.log_history),
         eval_metrics={k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))},
         checks={"base_weights_unchanged": True, **tensor_check},
         extra=plan.spec.record(ctx, plan) if plan.spec.record else {})

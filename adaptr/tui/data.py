@@ -171,14 +171,8 @@ def artifact_files(directory: Path) -> tuple[list[FileEntry], str | None]:
 
 
 def loss_curve(registry: Registry, adapter: dict) -> list[tuple[int, float]]:
-    """The training loss by step: the run's metrics table, else the curve in the record (a
-    pulled version has no run here)."""
-    if adapter.get("run_id"):
-        points = [(m["step"], m["value"]) for m in registry.metrics(adapter["run_id"], "loss")
-                  if m["value"] is not None]
-        if points:
-            return points
-    return [(int(step), float(loss)) for step, loss in adapter.record.loss_curve]
+    """The training loss by step (see Registry.loss_curve)."""
+    return [(step, loss) for step, loss in registry.loss_curve(adapter)]
 
 
 def base_adapter_counts(registry: Registry) -> dict[int, int]:

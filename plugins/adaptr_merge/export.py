@@ -173,16 +173,11 @@ def _copy_adapter(adapter: dict, dst: Path, base: dict) -> None:
 
 
 def _point_at_base(config_path: Path, base: dict, base_dir: Path | None) -> None:
-    """``base_model_name_or_path`` (and ``revision``): the base's Hub id, the exported base
-    directory, or the base's local directory."""
-    config = json.loads(config_path.read_text())
-    if base_dir is not None:
-        config["base_model_name_or_path"], config["revision"] = str(base_dir), None
-    elif base.get("source_kind") == "hub":
-        config["base_model_name_or_path"] = base["source"]
-        config["revision"] = base.get("revision")
-    elif base.get("path"):
-        config["base_model_name_or_path"] = base["path"]
+    """``base_model_name_or_path`` (and ``revision``): the exported base directory, the base's Hub
+    id and commit, or the base's local directory."""
+    from adaptr.merging import portable_config
+
+    config = portable_config(json.loads(config_path.read_text()), base, base_dir=base_dir)
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
