@@ -30,8 +30,9 @@ def test_push_makes_one_tagged_commit_with_card_and_record(registry_with_base, l
     initial = next(sha for sha, c in repo.commits.items() if c["parent"] is None)
     assert repo.commits[commit]["parent"] == initial  # committed on top of the head it saw
     assert sorted(repo.commits[commit]["files"]) == [
-        ".gitattributes", "README.md", "adapter_config.json", "adapter_model.safetensors", "adaptr.json"]
-    assert hub.count("PUT", r"^/lfs-upload/") == 1  # the weights went through LFS
+        ".gitattributes", "README.md", "adapter_config.json", "adapter_model.safetensors", "adaptr.json",
+        "loss.png"]  # the record has a loss curve: its plot goes with the card
+    assert hub.count("PUT", r"^/lfs-upload/") == 2  # the weights and the plot went through LFS
 
     row = reg.resolve("sft-v1")
     assert (row["hub_repo"], row["hub_commit"]) == ("alice/sft", commit)

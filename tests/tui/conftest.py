@@ -113,7 +113,8 @@ def build_lineage_registry(root: Path) -> Registry:
     add_fixed_run(registry, "20260115-090000-a1b2", losses=LOSSES, step=100, total=100,
                   log=["[adaptr] sft: 100 steps", "[adaptr] step 100 loss=0.89", "[adaptr] published sft-v1"])
     sft1 = publish_fake(registry, "sft", run_id="20260115-090000-a1b2",
-                        metrics={"train_loss": 0.89, "train_runtime": 12.5})
+                        metrics={"train_loss": 0.89, "train_runtime": 12.5},
+                        record=trained_record(loss_curve=[[(i + 1) * 5, loss] for i, loss in enumerate(LOSSES)]))
     sft2 = publish_fake(registry, "sft", parents=[(sft1, "continued", {"mode": "continue"})],
                         metrics={"train_loss": 0.81, "eval_loss": 0.92, "loss_curve": [1.2, 1.0, 0.9, 0.81]})
     publish_fake(registry, "dpo", stage="dpo", parents=[(sft2, "continued", {"mode": "continue",
