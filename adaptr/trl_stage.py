@@ -34,10 +34,10 @@ from .hf.data import (MESSAGES, PREFERENCE, PROMPT_COMPLETION, PROMPT_ONLY, TEXT
 from .hf.data import digest as data_digest
 from .hf.data import load as load_data
 from .hf.loading import load_tokenizer
-from .hf.recipe import TrainRecipe
+from .hf.recipe import OWN, TrainRecipe
 from .stages import Stage, StageContext
 
-__all__ = ["DataFormat", "LoadedData", "MESSAGES", "PREFERENCE", "PROMPT_COMPLETION", "PROMPT_ONLY", "TEXT",
+__all__ = ["DataFormat", "LoadedData", "MESSAGES", "OWN", "PREFERENCE", "PROMPT_COMPLETION", "PROMPT_ONLY", "TEXT",
            "TrainRecipe", "TrlStage", "UNPAIRED_PREFERENCE", "data_digest", "declared_choices", "load_data",
            "load_tokenizer", "read_rows", "resolve_class"]
 
