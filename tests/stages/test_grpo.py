@@ -199,3 +199,13 @@ def test_grpo_from_the_cli_with_repeated_rewards(sft_registry, prompts_data, rew
     version = sft_registry.resolve(proc.stdout.strip())
     assert version["config"]["reward"] == [f"{reward_file}:letters=2", "length"]
     assert [r["weight"] for r in version["record"]["extra"]["rewards"]] == [2.0, 1.0]
+
+
+def test_grpo_and_kto_are_train_commands():
+    listing = run_cli("train", "--help", check=True).stdout
+    assert "grpo" in listing and "kto" in listing
+    grpo = run_cli("train", "grpo", "--help", check=True).stdout
+    assert "--reward NAME[=WEIGHT]" in grpo and "(repeatable)" in grpo and "--num-generations" in grpo
+    assert "--max-length" not in grpo  # GRPOConfig has none
+    kto = run_cli("train", "kto", "--help", check=True).stdout
+    assert "--desirable-weight" in kto and "--undesirable-weight" in kto

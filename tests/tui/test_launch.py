@@ -61,7 +61,7 @@ def test_form_follows_the_stage_config_and_sends_only_changes(lineage_registry, 
             # Only `adaptr train` stages are offered: resume and merge have actions of their own.
             stage_select = form.query_one("#f-stage", Select)
             offered = {value for _, value in stage_select._options}
-            assert {"sft", "dpo", toy_stage} <= offered and not {"resume", "merge"} & offered
+            assert {"sft", "dpo", "grpo", "kto", toy_stage} <= offered and not {"resume", "merge"} & offered
             set_value(form, "#f-stage", "sft")
             await settle(pilot)
             assert isinstance(form.query_one("#cfg-max_length"), Input)  # sft's own config field
