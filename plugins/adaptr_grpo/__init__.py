@@ -32,14 +32,15 @@ def check(ctx, plan) -> None:
     tokenizer = load_tokenizer(ctx.base)
     for reward in found:
         rewards.call_once(reward, plan.train.rows, plan.train.row_numbers, plan.train.path, tokenizer)
+    plan.extra["rewards"] = found  # imported once: training runs and records the functions checked
 
 
 def trainer_kwargs(ctx, plan) -> dict:
-    return {"reward_funcs": [reward.func for reward in rewards.resolve_all(ctx.config)]}
+    return {"reward_funcs": [reward.func for reward in plan.extra["rewards"]]}
 
 
 def record(ctx, plan) -> dict:
-    return {"rewards": [reward.describe() for reward in rewards.resolve_all(ctx.config)]}
+    return {"rewards": [reward.describe() for reward in plan.extra["rewards"]]}
 
 
 GRPO = TrlStage(

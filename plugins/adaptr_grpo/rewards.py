@@ -108,7 +108,7 @@ BUILTINS = {"length": _length, "regex": _regex, "think_format": _think_format, "
 def parse(spec: str) -> tuple[str, float | None]:
     """``NAME`` or ``NAME=WEIGHT`` -> (name, weight)."""
     name, sep, weight = spec.strip().rpartition("=")
-    if not sep:
+    if not sep or any(c in weight for c in ":/\\"):  # an `=` inside a path is not a weight
         return spec.strip(), None
     try:
         value = float(weight)
