@@ -209,3 +209,18 @@ def test_grpo_and_kto_are_train_commands():
     assert "--max-length" not in grpo  # GRPOConfig has none
     kto = run_cli("train", "kto", "--help", check=True).stdout
     assert "--desirable-weight" in kto and "--undesirable-weight" in kto
+
+
+def test_grpo_stacked_on_the_parent_keeps_it_in_the_reference(sft_registry, prompts_data, reward_file):
+    run, child = _grpo(sft_registry, prompts_data, parent="sft-v1", mode="stack", name="stackgrpo",
+                       config={"reward": [f"{reward_file}:letters"], "beta": 0.05, "max_steps": 2, "r": 4,
+                               "lora_alpha": 8})
+    assert child["parents"][0]["relation"] == "stacked"
+    assert child["parents"][0]["params"]["reference_policy"] == "sft-v1"
+    # TRL's reference pass switches to its `ref` adapter; the frozen parent stays active under it,
+    # so at step 1 the reference is the policy (base + sft-v1 + the new adapter at zero).
+    assert first_logged(sft_registry, child["ref"])["kl"] == 0
+    from safetensors.torch import load_file
+
+    saved = load_file(str(Path(child["path"]) / "adapter_model.safetensors"))
+    assert all(min(t.shape) == 4 for t in saved.values())
