@@ -23,6 +23,8 @@ from .stages import StageRequest, run_stage
 BASE_NAME = "tiny"
 SFT_DATA = "sft.jsonl"
 PREFERENCE_DATA = "preferences.jsonl"
+PROMPTS_DATA = "prompts.jsonl"  # grpo: prompts, with each one's `answer` for a reward to read
+UNPAIRED_DATA = "unpaired.jsonl"  # kto: prompt/completion/label
 # Held out from training, copied into the demo directory for `adaptr eval`.
 EVAL_SETS = ("preferences-heldout.jsonl", "sft-heldout.jsonl", "prompts-heldout.jsonl")
 # Few steps and a high learning rate: the demo shows the mechanics, not a useful model.

@@ -81,8 +81,17 @@ def _field_option(config_class: type, field: dataclasses.Field):
     if tp is bool:
         return click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text)
     click_type = {int: int, float: float}.get(tp, str)
+    is_list = tp is list or getattr(tp, "__origin__", None) is list
+    if is_list and field.metadata.get("repeatable"):  # --reward a --reward b (or --reward a,b)
+        return click.option(flag, field.name, multiple=True, callback=_joined, help=help_text + "  (repeatable)",
+                            metavar=field.metadata.get("metavar", "VALUE"))
     return click.option(flag, field.name, type=click_type, default=None, help=help_text,
-                        metavar="LIST" if (tp is list or getattr(tp, "__origin__", None) is list) else None)
+                        metavar="LIST" if is_list else None)
+
+
+def _joined(ctx, param, values: tuple) -> str | None:
+    """A repeated option as the one comma-separated list the config parses (None: not given)."""
+    return ",".join(values) if values else None
 
 
 def build_stage_command(stage) -> click.Command:

@@ -39,6 +39,8 @@ class Plan:
     lora: object = None          # the LoraConfig of a new adapter (None when continuing)
     tensors: object = None       # preflight.TensorPlan: what the post-training checks expect
     keep_checkpoints: int | None = None  # save_total_limit: checkpoints kept (the last N + the best)
+    extra: dict = field(default_factory=dict)  # what the stage's own check worked out, for its
+    #                                           trainer_kwargs and record (GRPO: its reward functions)
 
 
 # -- checking --------------------------------------------------------------------------------
