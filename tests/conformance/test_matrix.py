@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import re
 from pathlib import Path
 
@@ -244,9 +246,14 @@ def op_push_pull(group, tmp_path, request, refused=False):
     other = Registry.init(tmp_path / "other")
     add_local_base(other, "base", group.base_dir)
     pulled = other.resolve(hub.pull(other, f"conformance/{group.family}-{group.config}")[-1]["ref"])
-    pushed = {p.name for p in Path(parent["path"]).iterdir()} - {"README.md", "adaptr-manifest.json"}
+    pushed = {p.name for p in Path(parent["path"]).iterdir()} - {"README.md", "adaptr-manifest.json",
+                                                                  "adapter_config.json"}
     for name in pushed:  # every file but the card (the Hub's card is generated) comes back as it was
         assert (Path(pulled["path"]) / name).read_bytes() == (Path(parent["path"]) / name).read_bytes(), name
+    # the config too, but for its base: a local base's path is not pushed (it names this machine)
+    stored = json.loads((Path(parent["path"]) / "adapter_config.json").read_text())
+    assert json.loads((Path(pulled["path"]) / "adapter_config.json").read_text()) == {
+        **stored, "base_model_name_or_path": None, "revision": None}
     plain = oracle.logits(oracle.peft_model(group.base_dir, [Path(parent["path"])]))
     torch.testing.assert_close(oracle.logits(adaptr.load(pulled["ref"], registry=other)), plain, rtol=0, atol=1e-6)
     assert not server.unknown_routes and not server.cdn_auth_headers
