@@ -6,14 +6,14 @@ from __future__ import annotations
 
 The public modules are this one, ``adaptr.trl_stage`` (stages on a TRL trainer, dataset
 formats), ``adaptr.merging`` (the streaming merge), ``adaptr.records`` (what versions record),
-``adaptr.config`` (stage configs), ``adaptr.store`` (manifests), ``adaptr.plugins`` (the plugin
-manager) and ``adaptr.cli`` (for plugin commands); built-in plugins import nothing else, as an
+``adaptr.config`` (stage configs), ``adaptr.store`` (manifests), ``adaptr.jobs`` (detached runs:
+submit, record, refresh, cancel; for executors), ``adaptr.plugins`` (the plugin manager) and ``adaptr.cli`` (for plugin commands); built-in plugins import nothing else, as an
 outside plugin would not (a test checks it; docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from . import config, plugins, records, store
+from . import config, jobs, plugins, records, store
 from .errors import AdaptrError, ConflictError, IntegrityError, MachineError, NotFoundError, UsageError
 from .evals import EvalJob, EvalTarget, Evaluator
 from .hookspecs import hookimpl
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdaptrError", "CHECKPOINT_INFO", "ConflictError", "EvalJob", "EvalTarget", "Evaluator", "Executor",
     "IntegrityError", "MachineError", "NotFoundError", "Registry", "Stage", "StageContext", "StageRequest",
-    "UsageError", "check_adapter_name", "check_name", "config", "hookimpl", "load", "plugins", "records",
+    "UsageError", "check_adapter_name", "check_name", "config", "hookimpl", "jobs", "load", "plugins", "records",
     "run_stage", "store", "__version__",
 ]
 

@@ -22,7 +22,7 @@ from . import hookspecs
 from .errors import ConflictError, NotFoundError, UsageError
 
 GROUP = "adaptr"
-BUILTIN_PLUGINS = ("sft", "dpo", "resume", "merge", "eval")  # entry-point name == adaptr_<name> package
+BUILTIN_PLUGINS = ("sft", "dpo", "resume", "merge", "eval", "slurm")  # entry-point name == adaptr_<name> package
 # Core modules with hookimpls (the executors; the `eval` stage that runs evaluators), always loaded.
 _CORE_HOOK_MODULES = ("adaptr.executors", "adaptr.evals")
 

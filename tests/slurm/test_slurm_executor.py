@@ -1,0 +1,120 @@
+"""The `slurm` executor on the real local cluster: submit, state, logs, cancel, failure, requeue."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from adaptr import jobs
+from conftest import dump_registry, run_cli
+from jobs.conftest import loop_registry, testloop  # noqa: F401  (fixtures)
+from jobs.helpers import numbers_file, wait_until
+
+pytestmark = pytest.mark.xdist_group("slurm")
+
+
+def _loop_args(data, *extra):
+    return ("train", "testloop", "--base", "toy", "--data", str(data), "--executor", "slurm", *extra)
+
+
+def _submit(registry, *args) -> dict:
+    done = run_cli(*args, registry=registry)
+    assert done.returncode == 0, done.stderr
+    return registry.run(done.stdout.strip())
+
+
+def _chain_end(registry, run_id: str) -> dict:
+    from adaptr_slurm.job import newest_of_chain
+
+    return newest_of_chain(registry, run_id)
+
+
+def test_a_run_goes_through_sbatch_and_follows_the_scheduler(slurm_cluster, loop_registry, tmp_path):
+    run = _submit(loop_registry, *_loop_args(numbers_file(tmp_path), "--set", "steps=6", "--set", "sleep=0.2",
+                                             "--set", "save_steps=3"))
+    assert run["status"] == "queued" and run["job_id"] and run["executor"] == "slurm"
+    script = (tmp_path / "registry" / "runs" / run["id"] / "slurm.sbatch").read_text()
+    assert "#SBATCH --signal=USR1@90" in script and "#SBATCH --requeue" in script
+    followed = run_cli("logs", "-f", run["id"], registry=loop_registry, check=True)  # the job's output file
+    assert "published testloop-v1" in followed.stdout
+    done = loop_registry.run(run["id"])
+    assert done["status"] == "succeeded" and done["output_ref"] == "testloop-v1"
+    assert [c["step"] for c in loop_registry.checkpoints(run["id"])] == [6, 3]
+    listed = json.loads(run_cli("runs", "--json", registry=loop_registry, check=True).stdout)
+    assert (listed[0]["id"], listed[0]["job_id"], listed[0]["status"]) == (run["id"], run["job_id"], "succeeded")
+    state = subprocess.run(["squeue", "-h", "--states=all", "-j", run["job_id"], "-o", "%T"],
+                           capture_output=True, text=True).stdout.strip()
+    assert state in ("COMPLETED", "COMPLETING")
+
+
+def test_cancel_signals_the_job_which_checkpoints_and_ends_cancelled(slurm_cluster, loop_registry, tmp_path):
+    run = _submit(loop_registry, *_loop_args(numbers_file(tmp_path), "--set", "steps=400", "--set", "sleep=0.05"))
+    wait_until(lambda: loop_registry.run(run["id"])["progress_step"] >= 3, timeout=90, what="progress")
+    done = run_cli("cancel", "--wait", run["id"], registry=loop_registry)
+    assert done.returncode == 0, done.stderr
+    ended = loop_registry.run(run["id"])
+    assert ended["status"] == "cancelled", (ended["error"], jobs.tail(ended, 20))
+    steps = [c["step"] for c in loop_registry.checkpoints(run["id"])]
+    assert steps and 3 <= steps[0] < 400  # the checkpoint it saved on the way out
+
+
+def test_a_failing_job_ends_failed_with_its_log_tail(slurm_cluster, loop_registry, tmp_path):
+    run = _submit(loop_registry, *_loop_args(numbers_file(tmp_path), "--set", "steps=10", "--set", "fail_at=2"))
+    ended = jobs.wait(loop_registry, run["id"], timeout=120)
+    assert ended["status"] == "failed" and "failing at step 2" in ended["error"]
+    listed = json.loads(run_cli("runs", "--json", registry=loop_registry, check=True).stdout)
+    assert "failing at step 2" in listed[0]["error"]
+
+
+def test_a_job_killed_outside_adaptr_ends_with_the_scheduler_state(slurm_cluster, loop_registry, tmp_path):
+    """The OOM killer SIGKILLs the run's process: it cannot record an end; the batch script's
+    `end` does, naming the job. (`scancel --signal=KILL` would not do: SLURM turns it into a
+    cancel, SIGTERM first, which the run handles.)"""
+    run = _submit(loop_registry, *_loop_args(numbers_file(tmp_path), "--set", "steps=400", "--set", "sleep=0.05"))
+    wait_until(lambda: loop_registry.run(run["id"])["progress_step"] >= 2, timeout=90, what="progress")
+    os.kill(loop_registry.run(run["id"])["pid"], signal.SIGKILL)  # the job runs on this host
+    ended = jobs.wait(loop_registry, run["id"], timeout=60)
+    assert ended["status"] == "interrupted" and f"SLURM job {run['job_id']}" in ended["error"], ended["error"]
+
+
+def test_usr1_saves_a_checkpoint_requeues_and_the_requeued_job_resumes(slurm_cluster, loop_registry, tmp_path):
+    data = numbers_file(tmp_path)
+    reference = _submit(loop_registry, *_loop_args(data, "--set", "steps=60", "--name", "ref"))
+    assert jobs.wait(loop_registry, reference["id"], timeout=120)["status"] == "succeeded"
+    run = _submit(loop_registry, *_loop_args(data, "--set", "steps=60", "--set", "sleep=0.1"))
+    wait_until(lambda: loop_registry.run(run["id"])["progress_step"] >= 5, timeout=90, what="progress")
+    subprocess.run(["scancel", "--signal=USR1", run["job_id"]], check=True)  # what --signal=USR1@90 sends
+    first = jobs.wait(loop_registry, run["id"], timeout=60)
+    assert first["status"] == "interrupted" and "SIGUSR1" in first["error"], jobs.tail(first, 20)
+    stopped_at = loop_registry.checkpoints(run["id"])[0]["step"]
+    assert 5 <= stopped_at < 60
+    resumed = wait_until(lambda: (r := _chain_end(loop_registry, run["id"]))["id"] != run["id"] and r,
+                         timeout=60, what="the resume run")
+    assert resumed["job_id"] == run["job_id"] and resumed["status"] in ("queued", "running")
+    final = jobs.wait(loop_registry, resumed["id"], timeout=180)
+    assert final["status"] == "succeeded", (final["error"], jobs.tail(final, 30))
+    assert (final["resumed_from_run"], final["resumed_from_step"]) == (run["id"], stopped_at)
+    ref_losses = {r["step"]: r["value"] for r in loop_registry.metrics(reference["id"], "loss")}
+    got = {r["step"]: r["value"] for r in loop_registry.metrics(run["id"], "loss") if r["step"] <= stopped_at}
+    got.update({r["step"]: r["value"] for r in loop_registry.metrics(final["id"], "loss")})
+    assert got == ref_losses
+    log = (tmp_path / "registry" / "runs" / run["id"] / "run.log").read_text()
+    assert f"requeueing job {run['job_id']}" in log
+
+
+def test_bad_slurm_options_exit_2_and_write_nothing(slurm_cluster, loop_registry, tmp_path):
+    data = numbers_file(tmp_path)
+    before = dump_registry(loop_registry.root)
+    for extra, words in ((("--partition", "nosuch"), "SLURM refuses this job"),
+                         (("--time", "1"), "leaves no time to train"),
+                         (("--time", "soon"), "is not a SLURM time limit"),
+                         (("--nodes", "0"), "is not a number of at least 1"),
+                         (("--profile", "gpu"), "no SLURM profile 'gpu'")):
+        done = run_cli(*_loop_args(data, *extra), registry=loop_registry)
+        assert done.returncode == 2 and words in done.stderr, (extra, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert dump_registry(loop_registry.root) == before
