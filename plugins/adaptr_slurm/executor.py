@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -36,6 +37,9 @@ ENDED = {
 # Pending reasons that mean the job can never start as submitted.
 HOPELESS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount",
             "InvalidQOS", "AccountNotAllowed", "QOSJobLimit", "ReqNodeNotAvail")
+_NO_CONTROLLER = ("resolve_ctls_from_dns_srv", "Unable to contact slurm controller", "Could not establish a configuration source",
+                  "Unable to process configuration file",
+                  "Zero Bytes were transmitted", "Connection refused")
 _TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
 
 
@@ -76,9 +80,15 @@ def check(options: dict) -> None:
         if shutil.which(tool) is None:
             raise UsageError(f"the slurm executor needs {tool}, which is not on PATH",
                              "run on a SLURM login node, or install slurm-client and point SLURM_CONF at the cluster")
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():  # sbatch would retry for a minute
+        raise UsageError(f"SLURM_CONF names {conf}, which does not exist", "point SLURM_CONF at the cluster's slurm.conf")
     probe = _run(["sbatch", "--test-only", *sbatch_options(options), "--wrap", "true"])
     if probe.returncode != 0:
         why = _first_error(probe.stderr) or f"exit code {probe.returncode}"
+        if any(words in why for words in _NO_CONTROLLER):
+            raise UsageError(f"no SLURM controller answers ({why})",
+                             "set SLURM_CONF to the cluster's slurm.conf, or run on a login node of the cluster")
         raise UsageError(f"SLURM refuses this job: {why}",
                          "check --partition, --account, --qos, --nodes and --time against `sinfo`")
 

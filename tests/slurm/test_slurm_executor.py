@@ -118,3 +118,24 @@ def test_bad_slurm_options_exit_2_and_write_nothing(slurm_cluster, loop_registry
         assert done.returncode == 2 and words in done.stderr, (extra, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert dump_registry(loop_registry.root) == before
+
+
+def test_no_slurm_on_the_path_exits_2_and_writes_nothing(loop_registry, tmp_path):
+    """Needs no cluster: PATH holds only this Python's bin directory."""
+    import sys
+    from pathlib import Path
+
+    before = dump_registry(loop_registry.root)
+    done = run_cli(*_loop_args(numbers_file(tmp_path)), registry=loop_registry,
+                   env={"PATH": str(Path(sys.executable).parent)})
+    assert done.returncode == 2 and "needs sbatch, which is not on PATH" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert dump_registry(loop_registry.root) == before
+
+
+def test_no_controller_exits_2_with_a_hint(loop_registry, tmp_path):
+    if subprocess.run(["which", "sbatch"], capture_output=True).returncode != 0:
+        pytest.skip("no sbatch on PATH")
+    done = run_cli(*_loop_args(numbers_file(tmp_path)), registry=loop_registry,
+                   env={"SLURM_CONF": str(tmp_path / "nosuch.conf")})
+    assert done.returncode == 2 and "SLURM_CONF names" in done.stderr, done.stderr
