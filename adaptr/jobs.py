@@ -363,6 +363,7 @@ def cancel(registry: Registry, run_id: str) -> dict:
                             "only queued or running runs can be cancelled; `adaptr runs` shows them")
     executor = plugins.executors().get(run["executor"])
     if run["job_id"] and executor is not None and executor.cancel is not None:
+        (Path(run["run_dir"]) / stages.CANCEL_MARKER).touch()
         executor.cancel(run)
         return run
     if run["host"] not in (None, socket.gethostname()):

@@ -483,6 +483,11 @@ def _execute_other_rank(ctx: StageContext, run: dict) -> dict:
 
 
 PREEMPT_REASON = "asked to stop before its time limit or a preemption (SIGUSR1): saved a checkpoint"
+TERM_REASON = "stopped by its scheduler (SIGTERM: a requeue, a preemption or scancel): saved a checkpoint"
+CANCEL_MARKER = "cancel-requested"
+"""Written into the run directory by ``adaptr cancel`` before it signals a run whose executor set
+``ADAPTR_TERM_INTERRUPTS=1``: there SIGTERM without it comes from the scheduler, and ends the run
+``interrupted`` (resumable), not ``cancelled``."""
 
 
 def _stop_on_signals(ctx: StageContext) -> dict:
@@ -491,6 +496,12 @@ def _stop_on_signals(ctx: StageContext) -> dict:
     resumed. Both save a checkpoint first. Returns the handlers they replaced."""
     previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM),
                 signal.SIGUSR1: signal.getsignal(signal.SIGUSR1)}
-    signal.signal(signal.SIGTERM, lambda signum, frame: ctx.request_stop())
+    def on_term(signum, frame):
+        if os.environ.get("ADAPTR_TERM_INTERRUPTS") == "1" and not (ctx.run_dir / CANCEL_MARKER).exists():
+            ctx.request_stop("interrupted", TERM_REASON)
+        else:
+            ctx.request_stop()
+
+    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGUSR1, lambda signum, frame: ctx.request_stop("interrupted", PREEMPT_REASON))
     return previous

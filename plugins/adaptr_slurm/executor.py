@@ -144,6 +144,7 @@ def batch_script(run: dict, options: dict, registry_root: str, python: str = sys
              "set -uo pipefail",
              f"export ADAPTR_REGISTRY={shlex.quote(str(registry_root))}",
              "export PYTHONUNBUFFERED=1",
+             "export ADAPTR_TERM_INTERRUPTS=1  # SIGTERM without `adaptr cancel` is SLURM's: resumable",
              f"PYTHON={shlex.quote(python)}",
              f'run=$("$PYTHON" -m adaptr_slurm.job begin {run["id"]}) || exit 1',
              '[ -n "$run" ] || exit 0  # the run has ended: nothing left to do']

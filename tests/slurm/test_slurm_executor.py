@@ -139,3 +139,27 @@ def test_no_controller_exits_2_with_a_hint(loop_registry, tmp_path):
     done = run_cli(*_loop_args(numbers_file(tmp_path)), registry=loop_registry,
                    env={"SLURM_CONF": str(tmp_path / "nosuch.conf")})
     assert done.returncode == 2 and "SLURM_CONF names" in done.stderr, done.stderr
+
+
+def test_scontrol_requeue_mid_run_resumes_exactly_from_the_checkpoint_saved_on_sigterm(
+        slurm_cluster, loop_registry, tmp_path):
+    """A requeue from outside (an admin, preemption with requeue): SLURM SIGTERMs the job; without
+    `adaptr cancel` that means interrupted, and the restarted job resumes the run."""
+    data = numbers_file(tmp_path)
+    reference = _submit(loop_registry, *_loop_args(data, "--set", "steps=60", "--name", "ref"))
+    assert jobs.wait(loop_registry, reference["id"], timeout=120)["status"] == "succeeded"
+    run = _submit(loop_registry, *_loop_args(data, "--set", "steps=60", "--set", "sleep=0.1"))
+    wait_until(lambda: loop_registry.run(run["id"])["progress_step"] >= 5, timeout=90, what="progress")
+    subprocess.run(["scontrol", "requeue", run["job_id"]], check=True)
+    first = jobs.wait(loop_registry, run["id"], timeout=60)
+    assert first["status"] == "interrupted" and "SIGTERM" in first["error"], (first["error"], jobs.tail(first, 20))
+    stopped_at = loop_registry.checkpoints(run["id"])[0]["step"]
+    resumed = wait_until(lambda: (r := _chain_end(loop_registry, run["id"]))["id"] != run["id"] and r,
+                         timeout=90, what="the resume run")
+    final = jobs.wait(loop_registry, resumed["id"], timeout=180)
+    assert final["status"] == "succeeded", (final["error"], jobs.tail(final, 30))
+    assert final["resumed_from_step"] == stopped_at
+    ref_losses = {r["step"]: r["value"] for r in loop_registry.metrics(reference["id"], "loss")}
+    got = {r["step"]: r["value"] for r in loop_registry.metrics(run["id"], "loss") if r["step"] <= stopped_at}
+    got.update({r["step"]: r["value"] for r in loop_registry.metrics(final["id"], "loss")})
+    assert got == ref_losses
