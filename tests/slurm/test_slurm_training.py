@@ -49,3 +49,19 @@ def test_sft_through_slurm_stopped_by_usr1_requeued_and_resumed_equals_an_uninte
     assert got == expected  # float equality, every step
     want, have = _adapter(registry, reference["output_ref"]), _adapter(registry, final["output_ref"])
     assert want.keys() == have.keys() and all((want[k] == have[k]).all() for k in want)
+
+
+def test_two_ranks_through_srun_train_over_gloo_and_publish_one_version(slurm_cluster, registry_with_base, sft_data):
+    """Two tasks on the one node (CPUs=2), ranks from SLURM's env, env:// rendezvous: the path a
+    multi-node job takes, on one node. A real multi-node run is not possible here."""
+    registry = registry_with_base
+    run = jobs.submit(registry, sft_request(sft_data, max_steps=4, per_device_train_batch_size=1),
+                      executor="slurm", options={"processes": 2})
+    final = jobs.wait(registry, run["id"], timeout=300)
+    assert final["status"] == "succeeded", (final["error"], jobs.tail(final, 40))
+    log = "\n".join(jobs.tail(final, 400))
+    assert registry.resolve(final["output_ref"])["run_id"] == run["id"]
+    assert len(registry.runs()) == 1 and len(registry.query("SELECT id FROM adapters")) == 1
+    script = (Path(final["run_dir"]) / "slurm.sbatch").read_text()
+    assert "#SBATCH --ntasks-per-node=2" in script and "RANK=$SLURM_PROCID" in script, script
+    assert "[rank1]:" in log and "DDP" in log, log  # torch's own rank-prefixed DDP warning from rank 1
