@@ -157,7 +157,7 @@ def batch_script(run: dict, options: dict, registry_root: str, python: str = sys
     else:
         lines += ["rank_env=''"]
     lines += ['srun --kill-on-bad-exit=1 bash -c "$rank_env"\' exec "$0" -m adaptr _worker "$1"\' "$PYTHON" "$run"',
-              'exec "$PYTHON" -m adaptr_slurm.job end "$run"', ""]
+              'exec "$PYTHON" -m adaptr_slurm.job end "$run" "$?"', ""]
     return "\n".join(lines)
 
 

@@ -62,14 +62,21 @@ def begin(registry: Registry, run_id: str) -> str | None:
     return resumed["id"]
 
 
-def end(registry: Registry, run_id: str) -> int:
+def end(registry: Registry, run_id: str, step_status: int = 0) -> int:
     run = registry.run(run_id)
     job_id = os.environ.get("SLURM_JOB_ID", "")
-    if run["status"] in ("queued", "running"):  # its worker was killed (SIGKILL, OOM) before it could record
+    if run["status"] in ("queued", "running"):  # its worker died before it could record an end
+        if step_status in (137, 9):  # SIGKILL (the OOM killer, a node agent): resumable
+            status, error = "interrupted", f"its process in SLURM job {job_id} was killed before recording an end"
+        else:
+            status = "failed"
+            error = f"its process in SLURM job {job_id} exited with status {step_status} before recording an end"
+            last = [line.strip() for line in jobs.tail(run, 5) if line.strip()]
+            if last:
+                error += "; log: " + " | ".join(last)
         with registry.write() as db:
-            db.execute("UPDATE runs SET status = 'interrupted', ended_at = ?, error = ? WHERE id = ? "
-                       "AND status IN ('queued', 'running')",
-                       [jobs.now(), f"its process in SLURM job {job_id} ended without recording an end", run_id])
+            db.execute("UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ? "
+                       "AND status IN ('queued', 'running')", [status, jobs.now(), error, run_id])
         return 0
     if run["status"] != "interrupted" or run["error"] != jobs.PREEMPT_REASON:
         return 0
@@ -86,7 +93,7 @@ def end(registry: Registry, run_id: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    what, run_id = argv
+    what, run_id, *rest = argv
     registry = Registry.discover()
     try:
         if what == "begin":
@@ -94,7 +101,7 @@ def main(argv: list[str]) -> int:
             if chosen:
                 print(chosen)
             return 0
-        return end(registry, run_id)
+        return end(registry, run_id, int(rest[0]) if rest and rest[0].isdigit() else 0)
     except AdaptrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -69,7 +69,7 @@ JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
 SchedulerType=sched/backfill
-SchedulerParameters=defer_batch=0
+SchedulerParameters=sched_interval=2,bf_interval=2
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0

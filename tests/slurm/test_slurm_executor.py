@@ -78,7 +78,18 @@ def test_a_job_killed_outside_adaptr_ends_with_the_scheduler_state(slurm_cluster
     wait_until(lambda: loop_registry.run(run["id"])["progress_step"] >= 2, timeout=90, what="progress")
     os.kill(loop_registry.run(run["id"])["pid"], signal.SIGKILL)  # the job runs on this host
     ended = jobs.wait(loop_registry, run["id"], timeout=60)
-    assert ended["status"] == "interrupted" and f"SLURM job {run['job_id']}" in ended["error"], ended["error"]
+    assert ended["status"] == "interrupted" and f"SLURM job {run['job_id']} was killed" in ended["error"], ended["error"]
+
+
+def test_a_worker_that_exits_without_recording_ends_failed_with_the_log_tail(slurm_cluster, loop_registry, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("ADAPTR_TEST_CRASH_AT", "checkpoint-placed")  # os._exit(70) in the job's worker
+    run = _submit(loop_registry, *_loop_args(numbers_file(tmp_path), "--set", "steps=10", "--set", "save_steps=3"))
+    ended = jobs.wait(loop_registry, run["id"], timeout=120)
+    assert ended["status"] == "failed", ended["error"]
+    assert f"SLURM job {run['job_id']} exited with status 70" in ended["error"] and "log: " in ended["error"]
+    listed = json.loads(run_cli("runs", "--json", registry=loop_registry, check=True).stdout)
+    assert "step 3" in listed[0]["error"], listed[0]["error"]
 
 
 def test_usr1_saves_a_checkpoint_requeues_and_the_requeued_job_resumes(slurm_cluster, loop_registry, tmp_path):

@@ -33,7 +33,7 @@ def test_a_multi_node_script_asks_for_nodes_gpus_and_the_warning_and_starts_one_
     assert 'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in lines
     assert "RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS" in text
     assert any(line.startswith("srun --kill-on-bad-exit=1 ") and "-m adaptr _worker" in line for line in lines)
-    assert lines[-1] == 'exec "$PYTHON" -m adaptr_slurm.job end "$run"'
+    assert lines[-1] == 'exec "$PYTHON" -m adaptr_slurm.job end "$run" "$?"'
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0  # it parses
 
 
