@@ -174,3 +174,22 @@ def test_scontrol_requeue_mid_run_resumes_exactly_from_the_checkpoint_saved_on_s
     got = {r["step"]: r["value"] for r in loop_registry.metrics(run["id"], "loss") if r["step"] <= stopped_at}
     got.update({r["step"]: r["value"] for r in loop_registry.metrics(final["id"], "loss")})
     assert got == ref_losses
+
+
+def test_a_job_that_can_never_start_is_cancelled_and_its_run_fails_with_the_reason(slurm_cluster, loop_registry,
+                                                                                   tmp_path):
+    """The partition's limit drops under the job's time while it waits: SLURM keeps it pending
+    (PartitionTimeLimit) forever; the next look cancels it and says why."""
+    subprocess.run(["scontrol", "update", "PartitionName=debug", "State=DOWN"], check=True)
+    try:
+        run = _submit(loop_registry, *_loop_args(numbers_file(tmp_path), "--time", "10:00"))
+        subprocess.run(["scontrol", "update", "PartitionName=debug", "MaxTime=5", "State=UP"], check=True)
+        wait_until(lambda: loop_registry.run(run["id"])["status"] != "queued" or jobs.refresh(loop_registry),
+                   timeout=60, what="the look that ends it")
+        ended = loop_registry.run(run["id"])
+        assert ended["status"] == "failed" and "can never start (PartitionTimeLimit)" in ended["error"], ended["error"]
+        state = subprocess.run(["squeue", "-h", "--states=all", "-j", run["job_id"], "-o", "%T"],
+                               capture_output=True, text=True).stdout.strip()
+        assert state == "CANCELLED"
+    finally:
+        subprocess.run(["scontrol", "update", "PartitionName=debug", "MaxTime=INFINITE", "State=UP"], check=True)
