@@ -23,7 +23,7 @@ from typing import IO
 from . import plugins, stages
 from .errors import AdaptrError, ConflictError, MachineError, UsageError
 from .registry import Registry, now
-from .stages import PREEMPT_REASON, StageRequest  # noqa: F401  (PREEMPT_REASON: for executors)
+from .stages import PREEMPT_PREFIX, PREEMPT_REASON, StageRequest  # noqa: F401  (PREEMPT_*: for executors)
 
 ACTIVE = ("queued", "running")
 LOG_NAME = "run.log"
@@ -171,7 +171,7 @@ def work(registry: Registry, run_id: str) -> dict | None:
         _end_if_active(registry, run_id, "failed", str(exc))
         raise
     if stop.requested:
-        ctx.request_stop()
+        ctx.request_stop(*stop.ending("before training began"))
     return stages.execute(ctx, run)
 
 
@@ -221,7 +221,7 @@ def _claim(registry: Registry, run: dict, stop: "_StopFlag") -> dict | None:
             if status != "queued":
                 return None
             if stop.requested:
-                _set_ended(db, run["id"], "cancelled", "cancelled while queued")
+                _set_ended(db, run["id"], *stop.ending("while queued"))
                 return None
             holder = _gpu_holder(registry, run)
             if holder is None:
@@ -262,11 +262,18 @@ class _StopFlag:
 
     def __init__(self):
         self.requested = False
+        self.signum = signal.SIGTERM
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGUSR1, self._handle)  # a time-limit warning before training began
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self.requested, self.signum = True, signum
+
+    def ending(self, when: str) -> tuple[str, str | None]:
+        """SIGTERM: cancelled; SIGUSR1 (a scheduler's warning): interrupted, to be continued."""
+        if self.signum == signal.SIGUSR1:
+            return "interrupted", f"{PREEMPT_PREFIX} {when}"
+        return "cancelled", f"cancelled {when}"
 
 
 # -- watching ------------------------------------------------------------------------------

@@ -482,7 +482,8 @@ def _execute_other_rank(ctx: StageContext, run: dict) -> dict:
     return run
 
 
-PREEMPT_REASON = "asked to stop before its time limit or a preemption (SIGUSR1): saved a checkpoint"
+PREEMPT_PREFIX = "asked to stop before its time limit or a preemption (SIGUSR1)"
+PREEMPT_REASON = PREEMPT_PREFIX + ": saved a checkpoint"
 TERM_REASON = "stopped by its scheduler (SIGTERM: a requeue, a preemption or scancel): saved a checkpoint"
 CANCEL_MARKER = "cancel-requested"
 """Written into the run directory by ``adaptr cancel`` before it signals a run whose executor set

@@ -1,13 +1,18 @@
 """Inside the SLURM job: `python -m adaptr_slurm.job begin|end RUN` (the batch script calls them).
 
-`begin RUN` prints the id of the run this start of the job executes: RUN itself the first time,
-on a restart (a requeue) the resume run of RUN's newest run — recorded by `end` before it
-requeued, or recorded here when the job was requeued without warning (a node failure), from the
-newest checkpoint that verifies. It prints nothing when the run has ended (the job then exits).
+`begin RUN` prints the id of the run this start of the job executes: the newest run recorded
+for the job (RUN the first time). On a restart (a requeue) that is the run `end` recorded before
+it requeued; if the newest is still `running` or `interrupted` (requeued without warning: a node
+failure, `scontrol requeue`), it records the run that continues it here. It prints nothing when
+the run has ended (the job then exits).
 
-`end RUN` runs after the job's step: if the run stopped on the time-limit warning (SIGUSR1, it
-ended `interrupted` with a checkpoint), it records the run that resumes it (queued, same job id)
-and requeues the job.
+`end RUN STEP_STATUS` runs after the job's step. A run still active there died without recording
+an end (SIGKILL: interrupted; another exit status: failed, with the log's last lines). A run that
+stopped on the time-limit warning (SIGUSR1: interrupted) gets the run that continues it (queued,
+same job id) and the job is requeued.
+
+The continuation resumes from the newest checkpoint that verifies (the `resume` stage), or, for a
+run stopped before its first checkpoint, runs the same request again.
 """
 
 from __future__ import annotations
@@ -33,10 +38,25 @@ def newest_of_chain(registry: Registry, run_id: str) -> dict:
         run = registry.run(rows[0]["id"])
 
 
-def record_resume(registry: Registry, run: dict, job_id: str) -> dict:
-    """The queued run that continues ``run`` from its newest verifying checkpoint, in this job."""
+def newest_in_job(registry: Registry, run_id: str, job_id: str) -> dict:
+    """The newest run recorded for this SLURM job since RUN (RUN itself until sbatch's job id
+    has been recorded on it)."""
+    first = registry.run(run_id)
+    rows = registry.query("SELECT id FROM runs WHERE job_id = ? AND created_at >= ? "
+                          "ORDER BY created_at DESC, id DESC LIMIT 1", [job_id, first["created_at"]])
+    return registry.run(rows[0]["id"]) if rows else first
+
+
+def record_continuation(registry: Registry, run: dict, job_id: str) -> dict:
+    """The queued run that continues ``run`` in this job: its resume from the newest verifying
+    checkpoint, or — stopped before its first checkpoint — the same request again."""
     executor, options = jobs.executor_options(run)
-    request = jobs.resume_request(registry, run["id"])
+    if registry.checkpoints(run["id"]) or run["resumed_from_run"]:
+        request = jobs.resume_request(registry, run["id"])
+    else:
+        from adaptr import StageRequest
+
+        request = StageRequest.from_dict(run["request"])
     return jobs.record_queued(registry, request, executor="slurm", options=options, gpus=run["gpus"],
                               job_id=job_id)
 
@@ -44,7 +64,7 @@ def record_resume(registry: Registry, run: dict, job_id: str) -> dict:
 def begin(registry: Registry, run_id: str) -> str | None:
     job_id = os.environ.get("SLURM_JOB_ID", "")
     restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
-    run = newest_of_chain(registry, run_id)
+    run = newest_in_job(registry, run_id, job_id)
     if run["status"] == "queued":
         return run["id"]
     if not restarted or run["status"] not in _RESUMABLE_WHEN_REQUEUED:
@@ -54,10 +74,7 @@ def begin(registry: Registry, run_id: str) -> str | None:
         with registry.write() as db:
             db.execute("UPDATE runs SET status = 'interrupted', ended_at = ?, error = ? WHERE id = ? AND status = 'running'",
                        [jobs.now(), f"its SLURM job {job_id} was requeued before the run recorded an end", run["id"]])
-    if not registry.checkpoints(run["id"]) and not run["resumed_from_run"]:
-        print(f"[adaptr] run {run['id']} has no checkpoint to resume from", file=sys.stderr)
-        return None
-    resumed = record_resume(registry, registry.run(run["id"]), job_id)
+    resumed = record_continuation(registry, registry.run(run["id"]), job_id)
     print(f"[adaptr] SLURM job {job_id} restarted: run {resumed['id']} resumes run {run['id']}", file=sys.stderr)
     return resumed["id"]
 
@@ -78,9 +95,9 @@ def end(registry: Registry, run_id: str, step_status: int = 0) -> int:
             db.execute("UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ? "
                        "AND status IN ('queued', 'running')", [status, jobs.now(), error, run_id])
         return 0
-    if run["status"] != "interrupted" or run["error"] != jobs.PREEMPT_REASON:
+    if run["status"] != "interrupted" or not (run["error"] or "").startswith(jobs.PREEMPT_PREFIX):
         return 0
-    resumed = record_resume(registry, run, job_id)
+    resumed = record_continuation(registry, run, job_id)
     print(f"[adaptr] run {run_id} saved a checkpoint on SLURM's warning; run {resumed['id']} resumes it "
           f"after requeueing job {job_id}", file=sys.stderr, flush=True)
     done = slurm.requeue(job_id)
