@@ -60,6 +60,16 @@ def test_cancel_signals_the_job_which_checkpoints_and_ends_cancelled(slurm_clust
     assert ended["status"] == "cancelled", (ended["error"], jobs.tail(ended, 20))
     steps = [c["step"] for c in loop_registry.checkpoints(run["id"])]
     assert steps and 3 <= steps[0] < 400  # the checkpoint it saved on the way out
+    assert not subprocess.run(["squeue", "-h", "-j", run["job_id"], "-o", "%T"], capture_output=True,
+                              text=True).stdout.strip() in ("PENDING", "REQUEUED")  # not requeued
+
+    # `adaptr resume RUN --detach` submits a new job with the run's options and continues it
+    done = run_cli("resume", run["id"], "--detach", "--set", "sleep=0", "--inexact",
+                   registry=loop_registry)
+    assert done.returncode == 0, done.stderr
+    resumed = jobs.wait(loop_registry, done.stdout.strip(), timeout=120)
+    assert resumed["status"] == "succeeded" and resumed["executor"] == "slurm", resumed["error"]
+    assert resumed["job_id"] not in (None, run["job_id"]) and resumed["resumed_from_step"] == steps[0]
 
 
 def test_a_failing_job_ends_failed_with_its_log_tail(slurm_cluster, loop_registry, tmp_path):
