@@ -203,3 +203,34 @@ def test_a_job_that_can_never_start_is_cancelled_and_its_run_fails_with_the_reas
         assert state == "CANCELLED"
     finally:
         subprocess.run(["scontrol", "update", "PartitionName=debug", "MaxTime=INFINITE", "State=UP"], check=True)
+
+
+def test_the_time_limit_warning_from_slurm_itself_requeues_and_the_run_finishes_exactly(
+        slurm_cluster, loop_registry, tmp_path):
+    """No signal sent by the test: a one-minute time limit with the warning 20 s before it
+    (SLURM checks in a coarse loop and may warn earlier). Each start trains until warned, saves,
+    requeues; the chain finishes with the losses of an uninterrupted run."""
+    from adaptr_slurm.job import newest_of_chain
+
+    (loop_registry.root / "slurm.yaml").write_text("short: {time: '1', signal_seconds: 20}\n")
+    data = numbers_file(tmp_path)
+    reference = _submit(loop_registry, *_loop_args(data, "--set", "steps=150", "--name", "ref"))
+    assert jobs.wait(loop_registry, reference["id"], timeout=120)["status"] == "succeeded"
+    run = _submit(loop_registry, *_loop_args(data, "--set", "steps=150", "--set", "sleep=0.25",
+                                             "--profile", "short"))
+    assert "#SBATCH --signal=USR1@20" in (tmp_path / "registry" / "runs" / run["id"] / "slurm.sbatch").read_text()
+    final = wait_until(lambda: (r := newest_of_chain(loop_registry, run["id"]))["status"] not in jobs.ACTIVE
+                       and r["status"] != "interrupted" and r, timeout=400, what="the chain to finish")
+    assert final["status"] == "succeeded", (final["error"], jobs.tail(final, 30))
+    first = loop_registry.run(run["id"])
+    assert first["status"] == "interrupted" and "SIGUSR1" in first["error"]
+    chain, losses_seen = [], {}
+    current = final
+    while current is not None:
+        chain.append(current)
+        current = loop_registry.run(current["resumed_from_run"]) if current["resumed_from_run"] else None
+    for earlier in reversed(chain):
+        for row in loop_registry.metrics(earlier["id"], "loss"):
+            losses_seen[row["step"]] = row["value"]  # a resume replays nothing before its checkpoint
+    assert losses_seen == {r["step"]: r["value"] for r in loop_registry.metrics(reference["id"], "loss")}
+    assert len(chain) >= 2 and all(r["job_id"] == run["job_id"] for r in chain)
