@@ -176,10 +176,15 @@ def launch(run: dict, options: dict, env: dict) -> dict:
 
 
 def job_state(job_id: str) -> tuple[str, str] | None:
-    """(state, reason) as squeue reports them; None once SLURM has forgotten the job."""
+    """(state, reason) as squeue reports them; None once SLURM has forgotten the job;
+    ("UNKNOWN", why) when no SLURM answers here (no squeue on PATH, the controller down)."""
+    if shutil.which("squeue") is None:
+        return "UNKNOWN", "squeue is not on PATH"
     done = _run(["squeue", "-h", "--states=all", "-j", str(job_id), "-o", "%T|%r"])
     line = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not line:
+    if done.returncode != 0 and "Invalid job id" not in done.stderr:
+        return "UNKNOWN", _first_error(done.stderr)
+    if not line:
         return None
     state, _, reason = line[0].partition("|")
     return state.strip(), reason.strip()
@@ -191,6 +196,8 @@ def poll(run: dict):
     if seen is None:
         return "interrupted", f"SLURM no longer knows its job {job}; resume it from its last checkpoint"
     state, reason = seen
+    if state == "UNKNOWN":  # not knowing is not a reason to end the run: ask again next time
+        return None
     if state == "PENDING" and reason in HOPELESS:
         _run(["scancel", str(job)])
         return "failed", f"its SLURM job {job} can never start ({reason}); it was cancelled"

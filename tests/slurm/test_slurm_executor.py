@@ -234,3 +234,18 @@ def test_the_time_limit_warning_from_slurm_itself_requeues_and_the_run_finishes_
             losses_seen[row["step"]] = row["value"]  # a resume replays nothing before its checkpoint
     assert losses_seen == {r["step"]: r["value"] for r in loop_registry.metrics(reference["id"], "loss")}
     assert len(chain) >= 2 and all(r["job_id"] == run["job_id"] for r in chain)
+
+
+def test_runs_lists_slurm_runs_from_a_machine_without_slurm_leaving_them_as_they_are(
+        slurm_cluster, loop_registry, tmp_path):
+    """Not knowing (no squeue here, the controller down) ends nothing."""
+    import sys
+    from pathlib import Path
+
+    run = _submit(loop_registry, *_loop_args(numbers_file(tmp_path), "--set", "steps=400", "--set", "sleep=0.05"))
+    wait_until(lambda: loop_registry.run(run["id"])["status"] == "running", timeout=60, what="running")
+    listed = run_cli("runs", "--json", registry=loop_registry, env={"PATH": str(Path(sys.executable).parent)})
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)[0]["status"] == "running"
+    run_cli("cancel", "--wait", run["id"], registry=loop_registry, check=True)
+    assert loop_registry.run(run["id"])["status"] == "cancelled"
