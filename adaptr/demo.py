@@ -3,7 +3,11 @@
 Generates a tiny Llama-shaped base (no download), registers it, trains ``sft`` on the shipped
 SFT data, continues it with ``dpo --from sft-v1`` on the shipped preference data, merges the DPO
 adapter into a derived base when merge support is installed, copies the held-out eval sets
-(``EVAL_SETS``) beside the registry, and returns the registry.
+(``EVAL_SETS``), and returns the registry.
+
+The registry goes where ``adaptr init`` puts one, ``DIRECTORY/registry``, so every command typed
+in that directory finds it as it finds any registry; the demo's own files (the generated model,
+the eval sets) go into ``DIRECTORY/adaptr-demo/``.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from .stages import StageRequest, run_stage
 BASE_NAME = "tiny"
 SFT_DATA = "sft.jsonl"
 PREFERENCE_DATA = "preferences.jsonl"
+PROMPTS_DATA = "prompts.jsonl"  # grpo: prompts, with each one's `answer` for a reward to read
+UNPAIRED_DATA = "unpaired.jsonl"  # kto: prompt/completion/label
 # Held out from training, copied into the demo directory for `adaptr eval`.
 EVAL_SETS = ("preferences-heldout.jsonl", "sft-heldout.jsonl", "prompts-heldout.jsonl")
 # Few steps and a high learning rate: the demo shows the mechanics, not a useful model.
 SFT_SETTINGS = {"max_steps": 12, "learning_rate": 2e-3, "logging_steps": 2, "r": 8, "lora_alpha": 16}
 DPO_SETTINGS = {"max_steps": 8, "learning_rate": 1e-3, "logging_steps": 2, "beta": 0.1}
+FILES_DIR = "adaptr-demo"
 
 
 def data_file(name: str) -> Path:
@@ -32,10 +39,13 @@ def data_file(name: str) -> Path:
 
 
 def run_demo(directory: Path | str, *, reporter=None, echo=print) -> Registry:
+    """Run the demo in ``directory``: its registry at ``directory/registry``."""
+    from .registry import DB_NAME, DEFAULT_DIR
+
     directory = Path(directory).resolve()
-    if (directory / "registry" / "adaptr.db").exists():
-        raise ConflictError(f"{directory} already holds a demo registry",
-                            "remove it, or pass another --dir")
+    if (directory / DEFAULT_DIR / DB_NAME).exists():
+        raise ConflictError(f"{directory} already holds a registry ({DEFAULT_DIR}/{DB_NAME})",
+                            "run the demo in an empty directory: `adaptr demo --dir DIR`")
     started = time.monotonic()
     import torch
 
@@ -44,8 +54,9 @@ def run_demo(directory: Path | str, *, reporter=None, echo=print) -> Registry:
     from .bases import add_local_base
     from .hf.tiny import make_tiny_base
 
-    registry = Registry.init(directory / "registry")
-    base_dir = make_tiny_base(directory / "tiny-llama")
+    registry = Registry.init(directory / DEFAULT_DIR)
+    files = directory / FILES_DIR
+    base_dir = make_tiny_base(files / "tiny-llama")
     add_local_base(registry, BASE_NAME, base_dir)
     echo(f"generated and registered base `{BASE_NAME}` ({base_dir})")
     steps = [
@@ -62,8 +73,8 @@ def run_demo(directory: Path | str, *, reporter=None, echo=print) -> Registry:
         echo(f"  -> {run['output_ref']} ({run['status']})")
     _merge(registry, echo)
     for name in EVAL_SETS:
-        (directory / name).write_bytes(data_file(name).read_bytes())
-    echo(f"held-out eval sets: {', '.join(EVAL_SETS)} in {directory}")
+        (files / name).write_bytes(data_file(name).read_bytes())
+    echo(f"held-out eval sets: {', '.join(EVAL_SETS)} in {files}")
     echo(f"demo finished in {time.monotonic() - started:.1f}s; registry at {registry.root}")
     return registry
 

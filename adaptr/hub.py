@@ -2,9 +2,14 @@
 
 One Hub repo per adapter name. Each version is one commit, made with ``parent_commit`` set to the
 repo's head (so a concurrent change is refused, not overwritten) and tagged ``vN``; the repo and
-commit are stored on the version's row. Beside the weights go a model card (``README.md``) and
+commit are stored on the version's row. Beside the weights go a model card (``README.md``, with
+the plain PEFT code that loads the version and a plot of its loss, ``loss.png``) and
 ``adaptr.json``: the full registry record with the sha256 of every file, from which ``pull``
 rebuilds the version and its lineage in another registry.
+
+Nothing pushed names this machine: ``adapter_config.json`` goes with the base's Hub id and
+commit (or, for a base that is not on the Hub, none), and the absolute paths a record holds
+(a local base's directory, the data files) go as their last part only.
 
 The token comes only from ``HF_TOKEN`` or the stored Hub login, read by ``huggingface_hub``
 itself: adaptr never takes it as an argument, prints it, or stores it. Pickles
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib
 import json
 import re
@@ -26,17 +32,21 @@ from pathlib import Path
 
 from . import records
 from . import store as store_mod
+from .store import CONFIG_FILE, RECORD_FILE, is_pickle
 from .bases import TOKENIZER_FILES, tokenizer_sha256
 from .errors import AdaptrError, ConflictError, IntegrityError, NotFoundError, UsageError
+from .lossplot import loss_png
 from .refs import check_adapter_name, check_name
 from .registry import Registry
 from .safetensors_meta import summarize
 
-RECORD_FILE = "adaptr.json"
 CARD_FILE = "README.md"
+PLOT_FILE = "loss.png"
 RECORD_FORMAT = 1
-PICKLE_SUFFIXES = (".bin", ".pt", ".pkl", ".pth", ".pickle", ".ckpt")
-NOT_PUSHED = {store_mod.MANIFEST, CARD_FILE}  # the card is generated; the manifest is rebuilt on pull
+# The card and its plot are generated at each push (never listed, never pulled); the manifest is
+# rebuilt on pull.
+NOT_PUSHED = {store_mod.MANIFEST, CARD_FILE, PLOT_FILE}
+_LOCAL_PATH = re.compile(r"^(?:/|~/)[^\n]+$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _LOGIN_HINT = "set HF_TOKEN, or run `hf auth login`"
 
@@ -53,10 +63,6 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if "@" in spec and not revision:
         raise UsageError(f"empty revision in {spec!r}", "write OWNER/NAME@v2 or OWNER/NAME@COMMIT")
     return check_repo_id(repo_id), revision or "main"
-
-
-def is_pickle(name: str) -> bool:
-    return name.lower().endswith(PICKLE_SUFFIXES)
 
 
 # -- talking to the Hub ---------------------------------------------------------------------
@@ -148,12 +154,35 @@ def _http_error(exc, repo_id: str) -> AdaptrError:
 # -- what is pushed ---------------------------------------------------------------------------
 
 
-def pushable_files(registry: Registry, adapter: dict) -> dict[str, dict]:
-    """The version's files that go to the Hub, with their sha256 and size, after verifying them."""
+def pushable_files(registry: Registry, adapter: dict) -> tuple[dict[str, dict], dict[str, Path | bytes]]:
+    """The version's files that go to the Hub, after verifying them: their sha256 and size as
+    pushed, and what to upload for each (the file, or the bytes it is pushed as)."""
+    from .peftdir import portable_config
+
     path = Path(registry.verified(adapter)["path"])
-    files = store_mod.read_manifest(path)["files"]
-    return {name: dict(entry) for name, entry in sorted(files.items())
-            if name not in NOT_PUSHED and not is_pickle(name)}
+    manifest = store_mod.read_manifest(path)["files"]
+    files = {name: dict(entry) for name, entry in sorted(manifest.items())
+             if name not in NOT_PUSHED and not is_pickle(name)}
+    contents: dict[str, Path | bytes] = {name: path / name for name in files}
+    if CONFIG_FILE in files:
+        config = json.loads((path / CONFIG_FILE).read_text())
+        data = _json_bytes(portable_config(config, registry.base_by_id(adapter["base_id"]), public=True))
+        contents[CONFIG_FILE] = data
+        files[CONFIG_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    return files, contents
+
+
+def without_local_paths(value):
+    """``value`` with each absolute filesystem path cut to its last part (a local base's
+    directory, a data file): such a path names this machine and means nothing where the version
+    is pulled. Generated text (an evaluation's ``outputs``) is kept as it is."""
+    if isinstance(value, dict):
+        return {k: v if k == "outputs" else without_local_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_local_paths(v) for v in value]
+    if isinstance(value, str) and _LOCAL_PATH.match(value):
+        return Path(value).name or value
+    return value
 
 
 def root_hub_id(registry: Registry, base: dict) -> str | None:
@@ -193,15 +222,18 @@ def parent_records(registry: Registry, adapter: dict) -> list[dict]:
 
 
 def version_record(registry: Registry, adapter: dict, files: dict) -> dict:
-    """The content of ``adaptr.json``: everything needed to register the version elsewhere."""
-    return {
+    """The content of ``adaptr.json``: everything needed to register the version elsewhere, and
+    to load it without adaptr (``stacked_on``: the adapters that must be active beneath it)."""
+    return without_local_paths({
         "format": RECORD_FORMAT, "ref": adapter["ref"], "name": adapter["name"],
         "version": adapter["version"], "stage": adapter["stage"], "created_at": adapter["created_at"],
         "sha256": adapter["sha256"], "base": base_record(registry, registry.base_by_id(adapter["base_id"])),
         "parents": parent_records(registry, adapter), "config": adapter["config"],
         "record": records.to_dict(adapter.record), "metrics": adapter["metrics"], "files": files,
+        "loss_curve": registry.loss_curve(adapter),
+        "stacked_on": [{"ref": node["ref"], "hub": _hub_ref(node)} for node in registry.stacked_beneath(adapter)],
         "evaluations": evaluation_records(registry, adapter),
-    }
+    })
 
 
 def evaluation_records(registry: Registry, adapter: dict) -> list[dict]:
@@ -251,17 +283,75 @@ def _card_body(meta: dict, repo_id: str) -> str:
     base, metrics = meta["base"], meta["metrics"] or {}
     lines = [f"# {meta['name']} v{meta['version']}", "",
              f"A PEFT adapter made by adaptr's `{meta['stage']}` stage: version `{meta['ref']}`, "
-             f"on base `{base['name']}` ({base['hub_id'] or base['source']}).", "", "## Lineage", ""]
+             f"on base `{base['name']}` ({_base_words(base)}).", "",
+             "## Use it with PEFT and transformers", "", *_peft_use(meta, repo_id),
+             "Into an adaptr registry, with its lineage:", "", "```",
+             f"adaptr pull {repo_id}@v{meta['version']} --with-parents", "```", "",
+             "## Training loss", "", *_loss_lines(meta.get("loss_curve") or []), "## Lineage", ""]
     lines += [_lineage_line(p) for p in meta["parents"]] or ["No parents: trained directly on the base."]
-    lines += ["", "## Use", "", "Into an adaptr registry, with its lineage:", "", "```",
-              f"adaptr pull {repo_id}@v{meta['version']} --with-parents", "```", "",
-              "## Stage config", "", "```json", json.dumps(meta["config"], indent=2, sort_keys=True), "```",
-              "", "## Metrics", ""]
+    lines += ["", "## Stage config", "", "```json", json.dumps(meta["config"], indent=2, sort_keys=True),
+              "```", "", "## Metrics", ""]
     if metrics:
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in sorted(metrics.items())]
     else:
         lines.append("None recorded.")
     return "\n".join(lines) + "\n"
+
+
+def _on_hub(base: dict) -> bool:
+    return base["source_kind"] == "hub" and bool(base.get("revision"))
+
+
+def _base_words(base: dict) -> str:
+    if _on_hub(base):
+        return f"`{base['source']}` at commit `{base['revision']}`"
+    if base["source_kind"] == "derived":
+        return "a base adaptr derived by merging" + (f", from `{base['hub_id']}`" if base.get("hub_id") else "")
+    return "a local model, not on the Hub"
+
+
+def _peft_use(meta: dict, repo_id: str) -> list[str]:
+    """The plain transformers + PEFT code that loads this version (and what it is stacked on)."""
+    from .hf.loading import peft_snippet
+
+    base, notes = meta["base"], []
+    layers = []
+    for below in meta.get("stacked_on") or []:
+        hub = below.get("hub")
+        if hub:
+            layers.append((hub["repo"], below["ref"], hub["revision"]))
+        else:
+            layers.append((f"{below['ref'].upper().replace('-', '_')}_DIR", below["ref"]))
+            notes.append(f"`{below['ref']}`, which this adapter is stacked on, is not on the Hub: push it "
+                         f"(`adaptr push {meta['ref']} --repo {repo_id} --with-parents`) or load it from a copy.")
+    layers.append((repo_id, meta["ref"], f"v{meta['version']}"))
+    if _on_hub(base):
+        source, revision = base["source"], base["revision"]
+    else:
+        source, revision = "BASE_DIR", None
+        facts = [f"config.json sha256 `{base['config_sha256']}`"]
+        facts += [f"tokenizer sha256 `{base['tokenizer_sha256']}`"] if base.get("tokenizer_sha256") else []
+        facts += [f"weights sha256 `{base['sha256']}`"] if base.get("sha256") else []
+        fingerprint = ((meta.get("record") or {}).get("base") or {}).get("weights_fingerprint")
+        facts += [f"weights fingerprint (as adaptr loads them) `{fingerprint}`"] if fingerprint else []
+        notes.insert(0, f"The base `{base['name']}` is not on the Hub, so you provide it: `BASE_DIR` is your "
+                        f"copy of it, the model with {', '.join(facts)}.")
+    if len(layers) > 1:
+        notes.append(f"`{meta['ref']}` was trained stacked on other adapters: load them all, deepest "
+                     "first as below, and keep them active together.")
+    paragraphs = [line for note in notes for line in (note, "")]
+    return [*paragraphs, "```python", peft_snippet(source, layers, revision), "```", ""]
+
+
+def _loss_lines(curve: list) -> list[str]:
+    if len(curve) < 2:
+        return ["No loss curve recorded.", ""]
+    (first_step, first), (last_step, last) = curve[0], curve[-1]
+    low_step, low = min(curve, key=lambda point: point[1])
+    return [f"![training loss by step]({PLOT_FILE})", "",
+            f"{len(curve)} logged steps: loss {first:.4g} at step {first_step}, {last:.4g} at step "
+            f"{last_step} (lowest {low:.4g} at step {low_step}). The numbers are in `{RECORD_FILE}` "
+            "(`loss_curve`).", ""]
 
 
 def _lineage_line(parent: dict) -> str:
@@ -319,7 +409,7 @@ def push_version(registry: Registry, adapter: dict, repo_id: str, *, private: bo
     """One version -> one commit on ``main`` with ``parent_commit`` set, tagged ``vN``."""
     from huggingface_hub import CommitOperationAdd
 
-    files = pushable_files(registry, adapter)
+    files, contents = pushable_files(registry, adapter)
     meta = version_record(registry, adapter, files)
     tag = f"v{adapter['version']}"
     api = _api()
@@ -333,10 +423,13 @@ def push_version(registry: Registry, adapter: dict, repo_id: str, *, private: bo
         _set_hub_columns(registry, adapter["id"], repo_id, tagged[tag])
         return {**result, "commit": tagged[tag], "status": "up-to-date"}
     head = next((b.target_commit for b in refs.branches if b.name == "main"), None)
-    version_dir = Path(adapter["path"])
-    operations = [CommitOperationAdd(name, str(version_dir / name)) for name in files]
+    operations = [CommitOperationAdd(name, content if isinstance(content, bytes) else str(content))
+                  for name, content in contents.items()]
     operations += [CommitOperationAdd(RECORD_FILE, _json_bytes(meta)),
                    CommitOperationAdd(CARD_FILE, model_card(meta, repo_id).encode())]
+    plot = loss_png(meta["loss_curve"])
+    if plot is not None:
+        operations.append(CommitOperationAdd(PLOT_FILE, plot))
     operations += _stale_files(api, repo_id, head, {op.path_in_repo for op in operations})
     with hub_errors(repo_id):
         commit = api.create_commit(
@@ -573,7 +666,7 @@ def _plan_base(plan: _PullPlan, meta: dict) -> dict | str:
     name = wanted["name"]
     if name in plan.pending_bases:
         return name
-    if plan.registry.query("SELECT 1 FROM bases WHERE name = ?", [name]):
+    if plan.registry.has_base(name):
         raise ConflictError(
             f"{meta['ref']} needs Hub base {wanted['source']}@{wanted['revision'][:12]}, but the local base "
             f"{name!r} is a different model", f"register it under another name: "
@@ -621,14 +714,14 @@ def _plain_peft_record(repo_id: str, commit: str, tree: dict) -> dict:
     """A record for a repo that PEFT pushed itself: files from the tree, base from adapter_config.json."""
     from huggingface_hub import hf_hub_download
 
-    if "adapter_config.json" not in tree:
+    if CONFIG_FILE not in tree:
         raise UsageError(f"{repo_id} is neither an adaptr push nor a PEFT adapter (no adapter_config.json)",
                          "pull a repo made by `adaptr push` or by PEFT's save_pretrained/push_to_hub")
     if not any(name.endswith(".safetensors") for name in tree):
         raise UsageError(f"{repo_id} has no .safetensors weights", "adaptr never loads pickled weights; "
                          "convert the adapter with PEFT's save_pretrained(safe_serialization=True)")
     with hub_errors(repo_id, commit):
-        config_path = hf_hub_download(repo_id, "adapter_config.json", revision=commit)
+        config_path = hf_hub_download(repo_id, CONFIG_FILE, revision=commit)
     config = json.loads(Path(config_path).read_text())
     files = {name: ({"sha256": f.lfs.sha256, "size": f.size} if f.lfs else {"size": f.size})
              for name, f in tree.items()
@@ -702,7 +795,7 @@ def _hub_weights_summary(api, hub_id: str, commit: str) -> tuple[int, str | None
 def add_hub_base(registry: Registry, name: str, hub_id: str, revision: str | None = None) -> dict:
     """Record a base that lives on the Hub, pinned to the commit ``revision`` resolves to."""
     check_name(name, "base name")
-    if registry.query("SELECT 1 FROM bases WHERE name = ?", [name]):  # refuse before any download
+    if registry.has_base(name):  # refuse before any download
         raise ConflictError(f"base {name!r} already exists",
                             "choose another name, or see it with `adaptr base ls`")
     return registry.add_base(name, **describe_hub_base(hub_id, revision))

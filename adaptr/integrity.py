@@ -21,9 +21,6 @@ from .errors import IntegrityError
 if TYPE_CHECKING:
     from .registry import Registry
 
-# Weight formats adaptr never loads: not recorded, so a base directory holding a pickled copy
-# of its weights costs nothing to verify.
-_UNUSED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx", ".ot", ".pkl")
 
 
 def verified(registry: "Registry", node: dict, *, deep: bool = False) -> dict:
@@ -81,7 +78,7 @@ def base_files(directory: Path) -> list[dict]:
     out = []
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory)
-        if (not path.is_file() or path.suffix in _UNUSED_SUFFIXES or path.name == store.MANIFEST
+        if (not path.is_file() or path.suffix in store.UNLOADED_WEIGHT_SUFFIXES or path.name == store.MANIFEST
                 or any(part.startswith(".") for part in rel.parts)):
             continue
         stat = path.stat()

@@ -145,6 +145,22 @@ def resume_request(registry: Registry, run_id: str, *, checkpoint: int | None = 
     return request
 
 
+def submit_resume(registry: Registry, run_id: str, request: StageRequest, *, executor: str | None = None,
+                  processes: int | None = None, gpus: str | None = None) -> dict:
+    """Start ``request`` (from :func:`resume_request`) detached, by default as the run was started:
+    same executor, options and devices."""
+    original = registry.run(run_id)
+    used_executor, used_options = executor_options(original)
+    if executor is None:
+        executor, options = used_executor, used_options
+    else:
+        options = {}
+    if processes is not None:
+        options = {**options, "processes": processes}
+    return submit(registry, request, executor=executor, options=options,
+                  gpus=gpus if gpus is not None else original["gpus"])
+
+
 # -- the worker (`adaptr _worker RUN`, in the detached process) ---------------------------
 
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import store
+from .entities import ACTIVE_STATUSES
 from .errors import AdaptrError, IntegrityError
 from .registry import Registry
 
 # Staging and trash directories are named PREFIX-PID-RANDOM (see ArtifactStore.staging).
 _PID_IN_NAME = re.compile(r"-(?P<pid>[0-9]+)-[A-Za-z0-9_]+$")
-ACTIVE_RUN_STATUSES = ("queued", "running")
 
 
 @dataclass
@@ -109,7 +109,7 @@ def _orphan_checkpoints(registry: Registry) -> list[Leftover]:
     runs = registry.query("SELECT id, status, run_dir FROM runs")
     recorded = {row["path"] for row in registry.query("SELECT path FROM checkpoints")}
     for run in runs:
-        if run["status"] in ACTIVE_RUN_STATUSES:
+        if run["status"] in ACTIVE_STATUSES:
             continue
         run_dir = registry.store.absolute(run["run_dir"])
         checkpoints = run_dir / "checkpoints"

@@ -14,24 +14,26 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import plugins
+from .store import CONFIG_FILE, RECORD_FILE, WEIGHTS_FILE, is_pickle  # noqa: F401 (peftdir.CONFIG_FILE ...)
 from .errors import ConflictError, NotFoundError, UsageError
 from .records import VersionRecord
 from .refs import NAME_RE
 from .registry import RELATIONS, Registry, crash_point
 from .safetensors_meta import model_tensors, read_header
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLED_WEIGHTS = "adapter_model.bin"
-RECORD_FILE = "adaptr.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-_PREFIX = "base_model.model."
+PEFT_PREFIX = "base_model.model."  # what PeftModel puts before the base model's own names
+
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>A|B)(?:\.[^.]+)?\.weight$")
 _LORA_EMBEDDING = re.compile(r"^(?P<module>.+)\.lora_embedding_(?P<part>A|B)(?:\.[^.]+)?$")
 _RESAVE = "load it with PEFT and save it with save_pretrained(dir, safe_serialization=True)"
 # Initialisations that rewrite the base weights (W - B·A); such an adapter fits only that base.
 BASE_ALTERING_INITS = ("pissa", "olora", "corda", "loftq")
+
+
+def strip_peft_prefix(name: str) -> str:
+    """A parameter or tensor name without PEFT's ``base_model.model.`` wrapper prefix."""
+    return name.removeprefix(PEFT_PREFIX)
 
 
 @dataclass
@@ -162,7 +164,7 @@ def _importable_files(path: Path) -> tuple[list[str], list[str]]:
     for child in sorted(path.iterdir()):
         if not child.is_file() or child.name.startswith("adaptr-manifest"):
             continue
-        (skipped if child.suffix in PICKLE_SUFFIXES else files).append(child.name)
+        (skipped if is_pickle(child.name) else files).append(child.name)
     return files, skipped
 
 
@@ -175,7 +177,7 @@ def base_weight_key(adapter_key: str) -> tuple[str, str] | None:
     if not match:
         return None
     module = match["module"]
-    module = module[len(_PREFIX):] if module.startswith(_PREFIX) else module
+    module = strip_peft_prefix(module)
     return f"{module}.weight", match["part"][-1]
 
 
@@ -267,6 +269,24 @@ def _with_tied_head(tensors: dict[str, dict], base_dir: Path) -> dict[str, dict]
     if len(embeddings) == 1:
         tensors = {**tensors, "lm_head.weight": tensors[embeddings[0]]}
     return tensors
+
+
+def portable_config(config: dict, base: dict, *, base_dir: Path | None = None, public: bool = False) -> dict:
+    """``adapter_config.json`` for use away from this registry (export, push). Its base is
+    ``base_dir`` (a base exported beside it) when given; else a Hub base by its id and pinned
+    commit (``AutoPeftModel`` then loads it anywhere); else, with ``public`` (a Hub push),
+    nothing, since a local path means nothing elsewhere and names this machine; else the base's
+    local directory."""
+    config = dict(config)
+    if base_dir is not None:
+        config["base_model_name_or_path"], config["revision"] = str(base_dir), None
+    elif base.get("source_kind") == "hub":
+        config["base_model_name_or_path"], config["revision"] = base["source"], base.get("revision")
+    elif public:
+        config["base_model_name_or_path"], config["revision"] = None, None
+    elif base.get("path"):
+        config["base_model_name_or_path"] = base["path"]
+    return config
 
 
 # -- importing -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The plugin manager: built-in plugins first, under their entry-point names, then entry points.
+"""The plugin manager: every plugin loads through an entry point of group ``adaptr``; adaptr's
+own (the built-ins) first, in BUILTIN_PLUGINS order, then outside ones.
 
 ``ADAPTR_LOAD_PLUGINS`` (comma-separated entry-point names, may be empty) restricts what loads.
 ``ADAPTR_EXTRA_PLUGINS`` (comma-separated importable module names) registers modules that have no
@@ -22,7 +23,7 @@ from . import hookspecs
 from .errors import ConflictError, NotFoundError, UsageError
 
 GROUP = "adaptr"
-BUILTIN_PLUGINS = ("sft", "dpo", "resume", "merge", "eval", "slurm")  # entry-point name == adaptr_<name> package
+BUILTIN_PLUGINS = ("sft", "dpo", "grpo", "kto", "resume", "merge", "eval", "slurm")  # entry points of adaptr's own pyproject.toml
 # Core modules with hookimpls (the executors; the `eval` stage that runs evaluators), always loaded.
 _CORE_HOOK_MODULES = ("adaptr.executors", "adaptr.evals")
 
@@ -48,17 +49,27 @@ def load_plugins() -> pluggy.PluginManager:
     allowed = _allowed()
     for module_name in _CORE_HOOK_MODULES:
         pm.register(importlib.import_module(module_name), name=module_name)
+    found = [ep for ep in importlib.metadata.entry_points(group=GROUP)
+             if allowed is None or ep.name in allowed]
+    # One mechanism for built-ins and outside plugins: entry points. Built-ins (adaptr's own
+    # distribution) register first, so an outside package cannot take a built-in's name.
+    ours = {ep.name: ep for ep in found if _distribution(ep) == "adaptr"}
     for name in BUILTIN_PLUGINS:
-        if (allowed is None or name in allowed) and pm.get_plugin(name) is None:
-            pm.register(importlib.import_module(f"adaptr_{name}"), name=name)
-    for ep in importlib.metadata.entry_points(group=GROUP):
-        if (allowed is not None and ep.name not in allowed) or pm.get_plugin(ep.name) is not None:
+        if name in ours and pm.get_plugin(name) is None:
+            pm.register(ours[name].load(), name=name)  # a broken built-in is a broken install: raise
+    for ep in found:
+        if pm.get_plugin(ep.name) is not None:
             continue  # pluggy's rule: a name registered first (the built-in) wins
         _register_entry_point(ep)
     for module_name in _extra_modules():
         if pm.get_plugin(module_name) is None:
             pm.register(_import_extra(module_name), name=module_name)
     return pm
+
+
+def _distribution(ep) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
 
 
 def _register_entry_point(ep) -> None:

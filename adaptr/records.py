@@ -6,6 +6,7 @@ Imports nothing heavy: library versions come from package metadata, memory from 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import importlib.metadata
 import resource
 import typing
@@ -16,6 +17,11 @@ LIBRARIES = ("adaptr", "torch", "transformers", "peft", "trl", "accelerate", "da
              "bitsandbytes", "huggingface_hub", "sqlite-utils", "pluggy", "textual")
 # A parent made under other versions of these warns when a child continues it.
 DRIFT_LIBRARIES = ("torch", "transformers", "peft", "trl")
+
+
+def now() -> str:
+    """The time stamp every record and row carries: UTC, ISO 8601, milliseconds."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:

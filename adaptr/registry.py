@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from . import dbfile, records
+from .records import now
 from . import migrations as migrations_mod
 from . import store as store_mod
 from .errors import ConflictError, NotFoundError, UsageError
-from .entities import AdapterVersion, Base, Checkpoint, Edge, Link, Run
+from .entities import (ACTIVE_STATUSES, RESUMABLE_STATUSES, AdapterVersion, Base, Checkpoint, Edge, Link, Run,
+                       RunStatus)
 from .refs import check_adapter_name, check_name, format_ref, parse_ref
 
 if TYPE_CHECKING:
@@ -46,10 +48,6 @@ _ADAPTER_COLUMNS = ("id", "name", "version", "base_id", "base", "stage", "status
 _RUN_COLUMNS = ("id", "stage", "status", "executor", "pid", "host", "gpus", "progress_step", "progress_total",
                 "output_kind", "output_id", "resumed_from_run", "resumed_from_step", "error", "created_at",
                 "started_at", "ended_at", "job_id")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def crash_point(name: str) -> None:
@@ -457,6 +455,33 @@ class Registry:
     def has_base(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM bases WHERE name = ?", [name]).fetchone() is not None
 
+    def search(self, words: str, limit: int = 20) -> tuple[list[dict], list[dict]]:
+        """Adapter versions (``ref``, ``stage``, ``base``; newest first) and bases (``name``,
+        ``source_kind``) whose name contains ``words``: the TUI's command palette."""
+        like = f"%{words}%"
+        adapters = self.query(
+            "SELECT a.name || '-v' || a.version AS ref, a.stage, b.name AS base FROM adapters a "
+            "JOIN bases b ON b.id = a.base_id WHERE a.name || '-v' || a.version LIKE ? "
+            "ORDER BY a.created_at DESC, a.id DESC LIMIT ?", [like, limit])
+        bases = self.query("SELECT name, source_kind FROM bases WHERE name LIKE ? LIMIT ?", [like, limit])
+        return adapters, bases
+
+    def node_labels(self, ids: Iterable[int]) -> dict[str, str]:
+        """``ref -> "on BASE · STAGE"`` for adapters, ``"base"`` / ``"derived base"`` for bases,
+        for lineage nodes by id (adapters and bases share the id space)."""
+        labels: dict[str, str] = {}
+        id_list = sorted(ids)
+        for start in range(0, len(id_list), 900):  # stay under SQLite's bound-parameter limit
+            chunk = id_list[start:start + 900]
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                    f"SELECT a.name, a.version, b.name, a.stage FROM adapters a JOIN bases b ON b.id = a.base_id "
+                    f"WHERE a.id IN ({marks})", chunk):
+                labels[f"{row[0]}-v{row[1]}"] = f"on {row[2]} · {row[3]}"
+            for row in self.conn.execute(f"SELECT name, source_kind FROM bases WHERE id IN ({marks})", chunk):
+                labels[row[0]] = "derived base" if row[1] == "derived" else "base"
+        return labels
+
     def _check_relation(self, relation: str) -> None:
         if relation not in RELATIONS:
             raise UsageError(f"unknown relation {relation!r}", f"use one of {', '.join(RELATIONS)}")
@@ -625,8 +650,8 @@ class Registry:
 
     def _check_removable(self, adapter: dict, force: bool) -> None:
         users = self.query("SELECT r.id, r.status FROM run_inputs i JOIN runs r ON r.id = i.run_id "
-                           "WHERE i.node_id = ? AND r.status IN ('queued', 'running') ORDER BY r.id",
-                           [adapter["id"]])
+                           "WHERE i.node_id = ? AND r.status IN (?, ?) ORDER BY r.id",
+                           [adapter["id"], *ACTIVE_STATUSES])
         if users:
             raise ConflictError(f"{adapter['ref']} is in use by run {users[0]['id']} ({users[0]['status']})",
                                 f"wait for the run to end, or stop it with `adaptr cancel {users[0]['id']}`")
@@ -797,15 +822,21 @@ class Registry:
         row = self.conn.execute("SELECT status FROM runs WHERE id = ?", [run_id]).fetchone()
         if row is None:
             raise NotFoundError(f"unknown run {run_id!r}", "list runs with `adaptr runs`")
-        if row[0] not in ("interrupted", "cancelled", "failed"):
+        if row[0] not in RESUMABLE_STATUSES:
             raise ConflictError(f"run {run_id} is {row[0]}, so it cannot be resumed now",
                                 "see it with `adaptr runs`")
-        other = self.conn.execute(
-            "SELECT id, status FROM runs WHERE resumed_from_run = ? "
-            "AND status IN ('queued', 'running', 'succeeded')", [run_id]).fetchone()
+        other = self.resumed_by(run_id)
         if other:
-            raise ConflictError(f"run {run_id} was already resumed by run {other[0]} ({other[1]})",
-                                f"see it with `adaptr runs`; resume {other[0]} if it stops")
+            raise ConflictError(f"run {run_id} was already resumed by run {other['id']} ({other['status']})",
+                                f"see it with `adaptr runs`; resume {other['id']} if it stops")
+
+    def resumed_by(self, run_id: str, *, excluding: str | None = None) -> dict | None:
+        """The run (``id``, ``status``) that resumed ``run_id`` and is queued, running or succeeded:
+        a run is resumed once. ``excluding`` is a resume run that must not count (itself)."""
+        live = (*ACTIVE_STATUSES, RunStatus.SUCCEEDED.value)
+        rows = self.query(f"SELECT id, status FROM runs WHERE resumed_from_run = ? AND id IS NOT ? "
+                          f"AND status IN ({','.join('?' * len(live))})", [run_id, excluding, *live])
+        return rows[0] if rows else None
 
     def run(self, run_id: str) -> dict:
         rows = self.query("SELECT * FROM runs WHERE id = ?", [run_id])
@@ -869,6 +900,16 @@ class Registry:
         if rows:
             with self.write():
                 self.db["metrics"].insert_all(rows, replace=True)
+
+    def loss_curve(self, adapter) -> list[list[float]]:
+        """A version's training loss by step, ``[step, loss]``: as its record holds it (the whole
+        run, resumed parts included), else its run's metrics table."""
+        if adapter.record.loss_curve:
+            return [[int(step), float(loss)] for step, loss in adapter.record.loss_curve]
+        if not adapter.get("run_id"):
+            return []
+        return [[int(m["step"]), float(m["value"])] for m in self.metrics(adapter["run_id"], "loss")
+                if m["value"] is not None]
 
     def metrics(self, run_id: str, name: str | None = None) -> list[dict]:
         sql = "SELECT step, name, value FROM metrics WHERE run_id = ?"

@@ -1,4 +1,4 @@
-"""Read safetensors headers and PEFT adapter directories without importing torch."""
+"""Read safetensors headers without importing torch; the one table of dtype names and sizes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,27 @@ from pathlib import Path
 
 from .errors import UsageError
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-                "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+# safetensors' dtype names (its header's "dtype") and their bytes per element.
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+               "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})  # cast by a merge; the others are kept
+# adaptr's names for the precisions it writes, and their spellings in safetensors and config.json.
+OUTPUT_DTYPES = ("bf16", "fp16", "fp32")
+SAFETENSORS_DTYPE = {"bf16": "BF16", "fp16": "F16", "fp32": "F32"}
+CONFIG_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+_DTYPE_ALIASES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "f16": "fp16", "float16": "fp16",
+                  "half": "fp16", "fp32": "fp32", "f32": "fp32", "float32": "fp32", "float": "fp32"}
+
+
+def normalize_dtype(dtype: str | None) -> str:
+    """``bf16``/``fp16``/``fp32`` from any common spelling (``BF16``, ``bfloat16``, ``torch.float32``);
+    None is bf16."""
+    if dtype is None:
+        return "bf16"
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in _DTYPE_ALIASES:
+        raise UsageError(f"unknown dtype {dtype!r}", f"use one of {', '.join(OUTPUT_DTYPES)}")
+    return _DTYPE_ALIASES[key]
 
 
 def read_header(path: Path, *, whole: bool = False) -> dict[str, dict]:
@@ -20,7 +39,15 @@ def read_header(path: Path, *, whole: bool = False) -> dict[str, dict]:
     file's size alone: every tensor's byte range fits its dtype and shape, the ranges tile the
     data part exactly, and the file is as long as they say (a truncated copy fails here).
     """
-    path = Path(path)
+    return _read(Path(path), whole)[0]
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The file's ``__metadata__`` (``{}`` if none)."""
+    return _read(Path(path), False)[1]
+
+
+def _read(path: Path, whole: bool) -> tuple[dict[str, dict], dict[str, str]]:
     try:
         with open(path, "rb") as fh:
             (length,) = struct.unpack("<Q", fh.read(8))
@@ -29,20 +56,20 @@ def read_header(path: Path, *, whole: bool = False) -> dict[str, dict]:
             header = json.loads(fh.read(length))
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
-        header.pop("__metadata__", None)
+        metadata = header.pop("__metadata__", None) or {}
         if whole:
             _check_layout(header, path.stat().st_size - 8 - length)
     except (OSError, struct.error, ValueError, TypeError, KeyError) as exc:
         raise UsageError(f"{path} is not a readable safetensors file ({exc})",
                          "check that the file is complete: copy or download it again") from None
-    return header
+    return header, metadata
 
 
 def _check_layout(header: dict, data_size: int) -> None:
     ranges = []
     for name, info in header.items():
         begin, end = info["data_offsets"]
-        expected = math.prod(info["shape"]) * _DTYPE_BYTES[info["dtype"]]
+        expected = math.prod(info["shape"]) * DTYPE_BYTES[info["dtype"]]
         if end - begin != expected:
             raise ValueError(f"tensor {name} takes {end - begin} bytes, its shape and dtype need {expected}")
         ranges.append((begin, end))

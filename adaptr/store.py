@@ -20,6 +20,19 @@ from typing import Iterator
 from .errors import IntegrityError, MachineError
 
 MANIFEST = "adaptr-manifest.json"
+# The files of a PEFT adapter directory as adaptr writes and reads them.
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+RECORD_FILE = "adaptr.json"  # the version record beside the weights (exports, the Hub)
+# Files that unpickle on load (arbitrary code): never loaded, pushed or pulled by adaptr.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Weight formats adaptr never loads (the pickles, and other frameworks' files).
+UNLOADED_WEIGHT_SUFFIXES = (*PICKLE_SUFFIXES, ".h5", ".msgpack", ".gguf", ".onnx", ".ot")
+
+
+def is_pickle(name: str) -> bool:
+    return name.lower().endswith(PICKLE_SUFFIXES)
+
 _CHUNK = 1 << 20
 
 

@@ -9,7 +9,7 @@ parent loaded the right way for ``--mode continue|merge|stack``, callbacks feedi
 checkpoints, exact resume, the post-training checks, the record and the lineage edge::
 
     from adaptr import hookimpl
-    from adaptr.trl_stage import PREFERENCE, TrlStage
+    from adaptr.trl_stage import UNPAIRED_PREFERENCE, TrlStage
 
     KTO = TrlStage("kto", KtoConfig, trainer="trl:KTOTrainer", trainer_config="trl:KTOConfig",
                    formats=(UNPAIRED_PREFERENCE,), reference=True, help="...")
@@ -34,10 +34,10 @@ from .hf.data import (MESSAGES, PREFERENCE, PROMPT_COMPLETION, PROMPT_ONLY, TEXT
 from .hf.data import digest as data_digest
 from .hf.data import load as load_data
 from .hf.loading import load_tokenizer
-from .hf.recipe import TrainRecipe
+from .hf.recipe import OWN, TrainRecipe
 from .stages import Stage, StageContext
 
-__all__ = ["DataFormat", "LoadedData", "MESSAGES", "PREFERENCE", "PROMPT_COMPLETION", "PROMPT_ONLY", "TEXT",
+__all__ = ["DataFormat", "LoadedData", "MESSAGES", "OWN", "PREFERENCE", "PROMPT_COMPLETION", "PROMPT_ONLY", "TEXT",
            "TrainRecipe", "TrlStage", "UNPAIRED_PREFERENCE", "data_digest", "declared_choices", "load_data",
            "load_tokenizer", "read_rows", "resolve_class"]
 
@@ -49,7 +49,9 @@ class TrlStage:
     Args:
         name: the stage name (``adaptr train NAME``).
         config_class: a :class:`TrainRecipe` subclass: the LoRA and Trainer options every TRL
-            stage shares, plus the ones adaptr's CLI and TUI show for this trainer.
+            stage shares, plus the ones adaptr's CLI and TUI show for this trainer. A field
+            with ``metadata={OWN: True}`` is the stage's own (read by its hooks, not handed to
+            the TRL config); ``"repeatable": True`` makes a list field's option repeatable.
         trainer: the TRL trainer class, e.g. ``"trl:SFTTrainer"``.
         trainer_config: its config class, e.g. ``"trl:SFTConfig"``; every field of it can be set.
         formats: the dataset formats the trainer takes, tried in this order on the first row.
@@ -57,7 +59,9 @@ class TrlStage:
             continuing, the parent is it (TRL's ``ref`` adapter), recorded on the edge.
         kept_metrics: prefixes of logged metrics kept in the version's metrics (``rewards/``).
         check: ``check(ctx, plan)``: rules of this trainer that TRL itself checks only once the
-            model is loaded or mid-training; raise an ``AdaptrError``.
+            model is loaded or mid-training; raise an ``AdaptrError``. ``plan.args`` is the TRL
+            config the trainer gets; what the check works out for the other hooks goes into
+            ``plan.extra``.
         trainer_kwargs: ``trainer_kwargs(ctx, plan) -> dict``: further arguments for the
             trainer (GRPO's ``reward_funcs``); called when the run starts.
         record: ``record(ctx, plan) -> dict``: what this stage adds to the version's record.

@@ -25,8 +25,11 @@ hand. Every command accepts `-h`/`--help`. Errors exit with code 2 and print one
 
 
 def render() -> str:
-    os.environ["ADAPTR_LOAD_PLUGINS"] = "sft,dpo,resume,merge,eval"  # third-party plugins stay out
     import click
+
+    from adaptr.plugins import BUILTIN_PLUGINS
+
+    os.environ["ADAPTR_LOAD_PLUGINS"] = ",".join(BUILTIN_PLUGINS)  # third-party plugins stay out
 
     from adaptr.cli import build_cli
 

@@ -41,15 +41,17 @@ def _site(tmp_path, plugins: dict[str, str | None]) -> dict:
 
 
 def test_builtins_and_outside_plugins(tmp_path):
-    env = _site(tmp_path, {"kto": "kto"})
+    env = _site(tmp_path, {"orpo": "orpo"})
     listed = json.loads(run_cli("plugins", "--json", env=env, check=True).stdout)
     by_name = {p["name"]: p for p in listed}
-    assert by_name["kto"]["stages"] == ["kto"] and by_name["kto"]["module"] == "adaptr_test_kto"
+    assert by_name["orpo"]["stages"] == ["orpo"] and by_name["orpo"]["module"] == "adaptr_test_orpo"
     assert by_name["sft"]["stages"] == ["sft"] and by_name["adaptr.executors"]["executors"]
+    assert by_name["grpo"]["stages"] == ["grpo"] and by_name["kto"]["stages"] == ["kto"]
+    assert by_name["grpo"]["module"] == "adaptr_grpo" and by_name["kto"]["module"] == "adaptr_kto"
     assert by_name["eval"]["evaluators"] == ["generate", "loss", "preference"]
     assert by_name["adaptr.evals"]["stages"] == ["eval"]
-    restricted = run_cli("plugins", "--json", env={**env, "ADAPTR_LOAD_PLUGINS": "kto"}, check=True)
-    assert {p["name"] for p in json.loads(restricted.stdout)} == {"adaptr.executors", "adaptr.evals", "kto"}
+    restricted = run_cli("plugins", "--json", env={**env, "ADAPTR_LOAD_PLUGINS": "orpo"}, check=True)
+    assert {p["name"] for p in json.loads(restricted.stdout)} == {"adaptr.executors", "adaptr.evals", "orpo"}
 
 
 def test_two_plugins_claiming_one_stage(tmp_path):

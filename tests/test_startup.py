@@ -37,12 +37,19 @@ def test_import_adaptr_cli_is_light():
     assert proc.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ls"], ["ls", "--json"], ["base", "ls"], ["plugins"],
-                                  ["doctor"], ["lineage", "tiny"], ["show", "tiny"], ["gc", "--dry-run"],
-                                  ["ls", "--sort", "loss"], ["lineage", "tiny", "--metric", "loss"]])
-def test_commands_stay_light(argv, registry):
+NO_METRIC = "no evaluation has recorded a metric 'loss'"
+
+
+@pytest.mark.parametrize(("argv", "code", "words"), [
+    (["--help"], 0, "Usage"), (["ls"], 0, ""), (["ls", "--json"], 0, "[]"), (["base", "ls"], 0, "tiny"),
+    (["plugins"], 0, "sft"), (["doctor"], 0, ""), (["lineage", "tiny"], 0, "tiny"), (["show", "tiny"], 0, "tiny"),
+    (["gc", "--dry-run"], 0, ""),
+    # with no evaluation recorded yet, sorting by a metric is a usage error, and still light
+    (["ls", "--sort", "loss"], 2, NO_METRIC), (["lineage", "tiny", "--metric", "loss"], 2, NO_METRIC)])
+def test_commands_stay_light(argv, code, words, registry):
     registry.add_base("tiny", source="test", source_kind="local")
     env = {**os.environ, "ADAPTR_REGISTRY": str(registry.root)}
     proc, loaded = _loaded(argv, env=env)
-    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == code and "Traceback" not in proc.stderr, proc.stderr
+    assert words in (proc.stdout if code == 0 else proc.stderr)
     assert loaded == [], f"adaptr {' '.join(argv)} imported {loaded}"

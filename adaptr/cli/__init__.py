@@ -14,7 +14,7 @@ import click
 from .. import plugins
 from ..dbfile import damaged_database_error
 from ..errors import AdaptrError
-from .common import pass_state, State  # noqa: F401  (re-exported for plugin commands)
+from .common import RichReporter, State, echo_json, pass_state  # noqa: F401  (re-exported for plugin commands)
 
 
 class AdaptrGroup(click.Group):

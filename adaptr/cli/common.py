@@ -57,3 +57,46 @@ def console():
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+class RichReporter:
+    """A rich progress bar on stderr (stdout stays for data) with the latest loss, if any; messages
+    print above it. The CLI's one progress reporter (``adaptr.stages.Reporter``), for plugin commands too."""
+
+    def __init__(self):
+        self._progress = None
+        self._task = None
+        self._loss = ""
+
+    def start(self, total, description):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=False)
+            self._progress.start()
+        self._task = self._progress.add_task(description, total=total or None, loss="")
+
+    def update(self, step, metrics):
+        if self._progress is None or self._task is None:
+            return
+        if "loss" in metrics:
+            self._loss = f"loss {metrics['loss']:.4f}"
+        if "eval_loss" in metrics:
+            self._loss += f" eval {metrics['eval_loss']:.4f}"
+        self._progress.update(self._task, completed=step, loss=self._loss)
+
+    def message(self, text):
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False)
+        else:
+            click.echo(text, err=True)
+
+    def finish(self):
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

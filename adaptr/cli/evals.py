@@ -32,7 +32,7 @@ def eval_cmd(state: State, refs, data, evaluator, sets, force, as_json, detach):
     any model loads (data format, tokenizers, scorer); a failure records nothing.
     """
     from .. import evals, stages
-    from .train import RichReporter
+    from .common import RichReporter
 
     registry = state.registry
     request = evals.eval_request(registry, list(refs), data, evaluator=evaluator,

@@ -8,7 +8,7 @@ import click
 
 from .. import config as config_mod
 from .. import jobs
-from ..registry import Registry
+from ..entities import RunStatus
 from .common import State, echo_err, echo_json, pass_state
 
 RUN_FIELDS = ("id", "stage", "status", "progress_step", "progress_total", "output_ref", "executor",
@@ -43,8 +43,7 @@ def _runs_table(runs: list[dict]):
 
 @click.command("runs")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed",
-                                             "interrupted", "cancelled"]), help="Only runs with this status.")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus]), help="Only runs with this status.")
 @click.option("--limit", type=int, default=None, help="At most this many runs, newest first.")
 @pass_state
 def runs_cmd(state: State, as_json, status, limit):
@@ -120,7 +119,7 @@ def resume_cmd(state: State, run_id, step, inexact, sets, detach, executor, proc
     request = jobs.resume_request(registry, run_id, checkpoint=step, inexact=inexact,
                                   overrides=config_mod.parse_sets(list(sets)))
     if detach:
-        run = _submit_resume(registry, run_id, request, executor, processes, gpus)
+        run = jobs.submit_resume(registry, run_id, request, executor=executor, processes=processes, gpus=gpus)
         click.echo(run["id"])
         echo_err(f"resuming {run_id} as run {run['id']}; follow it with `adaptr logs -f {run['id']}`")
         return
@@ -129,19 +128,6 @@ def resume_cmd(state: State, run_id, step, inexact, sets, detach, executor, proc
     run = run_stage(registry, request)
     click.echo(run["id"])
     echo_err(f"run {run['id']} {run['status']}" + (f": {run['output_ref']}" if run["output_ref"] else ""))
-
-
-def _submit_resume(registry: Registry, run_id: str, request, executor, processes, gpus) -> dict:
-    original = registry.run(run_id)
-    used_executor, used_options = jobs.executor_options(original)
-    if executor is None:
-        executor, options = used_executor, used_options
-    else:
-        options = {}
-    if processes is not None:
-        options = {**options, "processes": processes}
-    return jobs.submit(registry, request, executor=executor, options=options,
-                       gpus=gpus if gpus is not None else original["gpus"])
 
 
 @click.command("_worker", hidden=True)

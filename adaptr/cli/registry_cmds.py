@@ -190,8 +190,12 @@ def show_cmd(state: State, ref, as_json):
     if node["kind"] == "base":
         _show_base(node, as_json)
         return
+    from ..serving import report
+
+    serving = report(state.registry, node)
     if as_json:
-        echo_json(render.adapter_json(node, full=True))
+        echo_json({**render.adapter_json(node, full=True), "serving": serving,
+                   "loss_curve": state.registry.loss_curve(node)})
         return
     rows = [(key, node.get(key)) for key in ("ref", "base", "stage", "status", "created_at", "path",
                                               "sha256", "run_id", "hub_repo", "hub_commit")]
@@ -199,6 +203,7 @@ def show_cmd(state: State, ref, as_json):
     rows.insert(3, ("aliases", ", ".join(node["aliases"]) or "-"))
     rows += [(f"config.{k}", v) for k, v in sorted(node["config"].items()) if v not in (None, {}, [])]
     rows += [(f"metrics.{k}", v) for k, v in sorted(node["metrics"].items())]
+    rows += [(f"serving.{t}", render.verdict_text(v)) for t, v in serving.items()]
     console().print(render.fields_table([r for r in rows if r[1] is not None]))
 
 
@@ -273,7 +278,7 @@ def lineage_tree(registry: Registry, ref: str, *, bases: bool = True, depth: int
         ids[edge["child_ref"]], ids[edge["parent_ref"]] = edge["child"], edge["parent"]
 
     def label_for(refs):
-        labels = _labels(registry, {ids[r] for r in refs})
+        labels = registry.node_labels({ids[r] for r in refs})
         if metric is not None:
             _add_metric(registry, metric, labels, {r: ids[r] for r in refs})
         return labels
@@ -290,23 +295,6 @@ def _add_metric(registry: Registry, choice, labels: dict[str, str], ids: dict[st
             d = found[node_id]
             change = f" ({render.delta_text(d['delta'], choice.higher_is_better)})" if d["delta"] is not None else ""
             labels[ref] = f"{labels.get(ref, '')} · {choice.metric} {render.metric_text(d['value'])}{change}"
-
-
-def _labels(registry: Registry, ids: set[int]) -> dict[str, str]:
-    """``ref -> "on BASE · STAGE"`` for adapters, ``"base"`` / ``"derived base"`` for bases."""
-    labels: dict[str, str] = {}
-    id_list = sorted(ids)
-    for start in range(0, len(id_list), 900):  # stay under SQLite's bound-parameter limit
-        chunk = id_list[start:start + 900]
-        marks = ",".join("?" * len(chunk))
-        for row in registry.conn.execute(
-                f"SELECT a.name, a.version, b.name, a.stage FROM adapters a JOIN bases b ON b.id = a.base_id "
-                f"WHERE a.id IN ({marks})", chunk):
-            labels[f"{row[0]}-v{row[1]}"] = f"on {row[2]} · {row[3]}"
-        for row in registry.conn.execute(
-                f"SELECT name, source_kind FROM bases WHERE id IN ({marks})", chunk):
-            labels[row[0]] = "derived base" if row[1] == "derived" else "base"
-    return labels
 
 
 @click.command("tag")

@@ -39,6 +39,16 @@ def base_json(base, *, full: bool = False) -> dict:
     return out
 
 
+def verdict_text(verdict: dict | str) -> str:
+    """``yes`` / ``yes, exported as one adapter`` / ``no: REASON; REASON`` for one serving target
+    (a verdict dict of adaptr.serving.report, or its error text)."""
+    if isinstance(verdict, str):
+        return verdict
+    if verdict["servable"]:
+        return "yes" if verdict["form"] == "as-is" else "yes, exported as one adapter"
+    return "no: " + "; ".join(verdict["reasons"])
+
+
 def edge_json(edge: dict) -> dict:
     return {"child": edge["child_ref"], "child_kind": edge["child_kind"],
             "parent": edge["parent_ref"], "parent_kind": edge["parent_kind"],

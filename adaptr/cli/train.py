@@ -16,7 +16,7 @@ from .. import config as config_mod
 from .. import plugins
 from ..errors import UsageError
 from ..stages import MODES, StageRequest
-from .common import echo_json, pass_state
+from .common import RichReporter, echo_json, pass_state
 
 # YAML keys that fill the request itself rather than the stage config.
 REQUEST_KEYS = {"base": "base", "from": "parent", "parent": "parent", "mode": "mode", "data": "data",
@@ -94,8 +94,17 @@ def _field_option(config_class: type, field: dataclasses.Field):
     if tp is bool:
         return click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text)
     click_type = {int: int, float: float}.get(tp, str)
+    is_list = tp is list or getattr(tp, "__origin__", None) is list
+    if is_list and field.metadata.get("repeatable"):  # --reward a --reward b (or --reward a,b)
+        return click.option(flag, field.name, multiple=True, callback=_joined, help=help_text + "  (repeatable)",
+                            metavar=field.metadata.get("metavar", "VALUE"))
     return click.option(flag, field.name, type=click_type, default=None, help=help_text,
-                        metavar="LIST" if (tp is list or getattr(tp, "__origin__", None) is list) else None)
+                        metavar="LIST" if is_list else None)
+
+
+def _joined(ctx, param, values: tuple) -> str | None:
+    """A repeated option as the one comma-separated list the config parses (None: not given)."""
+    return ",".join(values) if values else None
 
 
 def build_stage_command(stage) -> click.Command:
@@ -231,48 +240,6 @@ def _report_run(run: dict, as_json: bool) -> None:
     if run.get("output_ref"):
         click.echo(run["output_ref"])
     click.echo(f"run {run['id']} {run['status']}", err=True)
-
-
-class RichReporter:
-    """A rich progress bar on stderr with the latest loss; messages print above it."""
-
-    def __init__(self):
-        self._progress = None
-        self._task = None
-        self._loss = ""
-
-    def start(self, total, description):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
-
-        if self._progress is None:
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=False)
-            self._progress.start()
-        self._task = self._progress.add_task(description, total=total or None, loss="")
-
-    def update(self, step, metrics):
-        if self._progress is None or self._task is None:
-            return
-        if "loss" in metrics:
-            self._loss = f"loss {metrics['loss']:.4f}"
-        if "eval_loss" in metrics:
-            self._loss += f" eval {metrics['eval_loss']:.4f}"
-        self._progress.update(self._task, completed=step, loss=self._loss)
-
-    def message(self, text):
-        if self._progress is not None:
-            self._progress.console.print(text, highlight=False)
-        else:
-            click.echo(text, err=True)
-
-    def finish(self):
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
 
 
 @click.group("train", cls=StageGroup)

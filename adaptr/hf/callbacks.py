@@ -8,6 +8,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from ..store import CONFIG_FILE
 from .loading import TRAINED
 
 _SKIPPED_LOG_KEYS = {"epoch", "total_flos", "train_runtime", "train_samples_per_second",
@@ -34,7 +35,6 @@ class RegistryCallback(TrainerCallback):
         self.keep_checkpoints = keep_checkpoints
         self.last_logs: dict = {}
         self.first_logs: dict | None = None
-        self.loss_curve: list[list[float]] = []
         self.num_tokens = 0.0
         self.peak_rss = 0
         self.stopped_at: int | None = None
@@ -66,8 +66,6 @@ class RegistryCallback(TrainerCallback):
             return
         if self.first_logs is None and "loss" in numeric:
             self.first_logs = dict(numeric)
-        if "loss" in numeric:
-            self.loss_curve.append([state.global_step, numeric["loss"]])
         self.last_logs.update(numeric)
         self.ctx.progress(state.global_step, state.max_steps, metrics=numeric)
 
@@ -129,5 +127,5 @@ def strip_extra_adapters(directory: Path) -> None:
     They are copies of registered versions; the trained adapter sits at the top level.
     """
     for child in Path(directory).iterdir():
-        if child.is_dir() and child.name != TRAINED and (child / "adapter_config.json").exists():
+        if child.is_dir() and child.name != TRAINED and (child / CONFIG_FILE).exists():
             shutil.rmtree(child)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import IntegrityError
+from ..peftdir import strip_peft_prefix
 from ..records import peak_rss_bytes
+from ..store import WEIGHTS_FILE
 
 _ADAPTER_MARKERS = ("lora_", "modules_to_save")
 
@@ -102,9 +104,7 @@ def _sample_index(shape: tuple[int, ...], device: str):
 
 def plain_name(name: str) -> str:
     """A base parameter's name whether or not PEFT has wrapped the model."""
-    if name.startswith("base_model.model."):
-        name = name[len("base_model.model."):]
-    return name.replace(".base_layer.", ".").replace(".original_module.", ".")
+    return strip_peft_prefix(name).replace(".base_layer.", ".").replace(".original_module.", ".")
 
 
 def parameter_counts(model) -> dict:
@@ -183,7 +183,7 @@ def _bias_shapes(model, adapter: str, config) -> dict[str, tuple]:
 
 
 def _module_name(path: str) -> str:
-    return path[len("base_model.model."):] if path.startswith("base_model.model.") else path
+    return strip_peft_prefix(path)
 
 
 def saved_key(param_name: str, adapter: str) -> str:
@@ -198,7 +198,7 @@ def check_adapter_file(saved_dir: Path, before: dict, expected: dict[str, tuple]
     import torch
     from safetensors.torch import load_file
 
-    saved = load_file(str(Path(saved_dir) / "adapter_model.safetensors"))
+    saved = load_file(str(Path(saved_dir) / WEIGHTS_FILE))
     missing, extra = set(expected) - set(saved), set(saved) - set(expected)
     if missing or extra:
         raise IntegrityError(

@@ -39,16 +39,22 @@ def peft_names(refs: list[str]) -> list[str]:
     return names
 
 
-def peft_snippet(base_source: str, layers: list[tuple[str, str]], revision: str | None = None) -> str:
-    """Plain transformers + PEFT code that loads ``layers`` (``(path, ref)``, deepest first) active
-    together on the base: what adaptr.load does, for readers without adaptr."""
-    names = peft_names([ref for _, ref in layers])
-    pinned = f", revision={revision!r}" if revision else ""
+def peft_snippet(base_source: str, layers: list[tuple], revision: str | None = None) -> str:
+    """Plain transformers + PEFT code that loads ``layers`` (``(path, ref)``, or ``(repo, ref,
+    revision)`` for a Hub repo; deepest first) active together on the base: what adaptr.load
+    does, for readers without adaptr."""
+    names = peft_names([layer[1] for layer in layers])
+
+    def pin(value: str | None) -> str:
+        return f", revision={value!r}" if value else ""
+
+    sources = [(layer[0], pin(layer[2] if len(layer) > 2 else None)) for layer in layers]
     lines = ["from peft import PeftModel", "from transformers import AutoModelForCausalLM", "",
-             f"model = AutoModelForCausalLM.from_pretrained({base_source!r}{pinned})"]
-    (path, _), name = layers[0], names[0]
-    lines.append(f"model = PeftModel.from_pretrained(model, {path!r}, adapter_name={name!r})")
-    lines += [f"model.load_adapter({p!r}, adapter_name={n!r})" for (p, _), n in zip(layers[1:], names[1:])]
+             f"model = AutoModelForCausalLM.from_pretrained({base_source!r}{pin(revision)})"]
+    (path, pinned), name = sources[0], names[0]
+    lines.append(f"model = PeftModel.from_pretrained(model, {path!r}{pinned}, adapter_name={name!r})")
+    lines += [f"model.load_adapter({p!r}{pinned}, adapter_name={n!r})"
+              for (p, pinned), n in zip(sources[1:], names[1:])]
     if len(layers) > 1:
         lines.append(f"model.base_model.set_adapter({names[::-1]!r})")
     return "\n".join(lines)

@@ -23,7 +23,6 @@ import json
 import math
 import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,19 +31,12 @@ from typing import Callable
 from ..errors import ConflictError, NotFoundError, UsageError
 from .. import records
 from ..records import library_versions, peak_rss_bytes
-from ..peftdir import BASE_ALTERING_INITS
-from ..safetensors_meta import read_header
-from ..store import MANIFEST
+from ..peftdir import BASE_ALTERING_INITS, PEFT_PREFIX, strip_peft_prefix
+from ..safetensors_meta import (CONFIG_DTYPE, DTYPE_BYTES, FLOAT_DTYPES, SAFETENSORS_DTYPE,
+                                normalize_dtype, read_header, read_metadata)
+from ..store import CONFIG_FILE, MANIFEST, RECORD_FILE, UNLOADED_WEIGHT_SUFFIXES, WEIGHTS_FILE
 
-OUTPUT_DTYPES = ("bf16", "fp16", "fp32")
-_CONFIG_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-_ST_DTYPE = {"bf16": "BF16", "fp16": "F16", "fp32": "F32"}
-_FLOAT_ST = {"BF16", "F16", "F32", "F64"}
-_ST_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-             "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-_PREFIX = "base_model.model."
-_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".safetensors")
-_SKIP_FILES = {MANIFEST, "model.safetensors.index.json", "pytorch_model.bin.index.json", "adaptr.json"}
+_SKIP_FILES = {MANIFEST, "model.safetensors.index.json", "pytorch_model.bin.index.json", RECORD_FILE}
 # PEFT options that change what the adapter means beyond "add scale·B·A to a weight".
 _UNSUPPORTED_OPTIONS = {
     "lora_bias": "a trained bias on lora_B", "layer_replication": "layer replication",
@@ -61,7 +53,7 @@ def read_adapter_config(adapter_dir: Path, label: str | None = None) -> dict:
     """The adapter's ``adapter_config.json``, checked to be a LoRA adapter adaptr can merge exactly."""
     adapter_dir = Path(adapter_dir)
     label = label or str(adapter_dir)
-    path = adapter_dir / "adapter_config.json"
+    path = adapter_dir / CONFIG_FILE
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:
@@ -69,7 +61,7 @@ def read_adapter_config(adapter_dir: Path, label: str | None = None) -> dict:
                             "the version's files are missing; check them with `adaptr doctor`") from None
     except json.JSONDecodeError:
         raise UsageError(f"{label}: {path} is not valid JSON", "the adapter is damaged") from None
-    if not (adapter_dir / "adapter_model.safetensors").is_file():
+    if not (adapter_dir / WEIGHTS_FILE).is_file():
         raise UsageError(f"{label} has no adapter_model.safetensors",
                          "adaptr merges safetensors adapters only")
     check_lora_config(config, label)
@@ -147,12 +139,12 @@ def _pattern_value(patterns: dict, module: str, default):
     return default
 
 
-def _scale(config: dict, module: str, rank: int) -> float:
+def lora_scale(config: dict, module: str, rank: int) -> float:
     alpha = _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", 8))
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
-def _group_adapter_keys(header: dict, label: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+def group_adapter_keys(header: dict, label: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """Split an adapter file's keys into LoRA modules ({module: {part: key}}) and full tensors."""
     modules: dict[str, dict[str, str]] = {}
     full: dict[str, str] = {}
@@ -160,10 +152,10 @@ def _group_adapter_keys(header: dict, label: str) -> tuple[dict[str, dict[str, s
              ".lora_embedding_B": "eB", ".lora_magnitude_vector": "m",
              ".lora_magnitude_vector.weight": "m"}
     for key in header:
-        if not key.startswith(_PREFIX):
+        if not key.startswith(PEFT_PREFIX):
             raise UsageError(f"{label}: unexpected tensor {key!r} in adapter_model.safetensors",
                              "the file was not saved by PEFT's save_pretrained")
-        rest = key[len(_PREFIX):]
+        rest = strip_peft_prefix(key)
         for suffix, part in parts.items():
             if rest.endswith(suffix):
                 modules.setdefault(rest[:-len(suffix)], {})[part] = key
@@ -203,7 +195,7 @@ def _lora_update(index: int, module: str, parts: dict, header: dict, config: dic
         raise ConflictError(f"{label}: {module} update has shape {expected}, the base weight {base_entry['shape']}",
                             "the adapter was trained on another base")
     rank = a[0]
-    return Update(index, kind, keys, _scale(config, module, rank), fan)
+    return Update(index, kind, keys, lora_scale(config, module, rank), fan)
 
 
 def plan_merge(base_dir: Path, adapter_dirs: list[Path], labels: list[str] | None = None,
@@ -218,8 +210,8 @@ def plan_merge(base_dir: Path, adapter_dirs: list[Path], labels: list[str] | Non
         tensors[tie[0]], shard_of[tie[0]] = dict(tensors[tie[1]]), shard_of[tie[1]]
     for index, (adapter_dir, label) in enumerate(zip(plan.adapter_dirs, labels)):
         config = configs[index] if configs else read_adapter_config(adapter_dir, label)
-        header = read_header(adapter_dir / "adapter_model.safetensors")
-        modules, full = _group_adapter_keys(header, label)
+        header = read_header(adapter_dir / WEIGHTS_FILE)
+        modules, full = group_adapter_keys(header, label)
         # A saved full tensor is loaded into the model before the adapter's LoRA applies on top.
         for target, key in sorted(full.items()):
             _plan_replace(plan, index, target, key, header, label)
@@ -236,7 +228,7 @@ def _plan_lora(plan: MergePlan, index: int, module: str, parts: dict, header: di
     if target not in plan.tensors:
         raise ConflictError(f"{label} targets {module}, which has no weight {target!r} in the base",
                             "the adapter was trained on another base")
-    if plan.tensors[target]["dtype"] not in _FLOAT_ST:
+    if plan.tensors[target]["dtype"] not in FLOAT_DTYPES:
         raise UsageError(f"base weight {target} is stored as {plan.tensors[target]['dtype']}",
                          "the streaming merge needs a base in bf16, fp16 or fp32; use an unquantized base")
     update = _lora_update(index, module, parts, header, config, plan.tensors[target], label)
@@ -304,7 +296,7 @@ def _load_adapters(plan: MergePlan) -> list[dict]:
     """Every adapter's tensors, in fp32 (the adapters are small next to one shard)."""
     from safetensors.torch import load_file
 
-    return [{k: v.float() for k, v in load_file(str(d / "adapter_model.safetensors")).items()}
+    return [{k: v.float() for k, v in load_file(str(d / WEIGHTS_FILE)).items()}
             for d in plan.adapter_dirs]
 
 
@@ -372,7 +364,7 @@ def write_merged_model(plan: MergePlan, out_dir: Path, dtype: str = "bf16", repo
                 tensor = handle.get_tensor(plan.sources.get(name, name))
             if name in plan.updates:
                 tensor = _apply(tensor.to(torch.float32, copy=True), plan.updates[name], adapters)
-            return tensor.to(target_dtype) if plan.tensors[name]["dtype"] in _FLOAT_ST else tensor
+            return tensor.to(target_dtype) if plan.tensors[name]["dtype"] in FLOAT_DTYPES else tensor
 
         def advance():
             nonlocal done
@@ -380,7 +372,7 @@ def write_merged_model(plan: MergePlan, out_dir: Path, dtype: str = "bf16", repo
             progress(done)
 
         total_size += write_safetensors(out_dir / shard.name, names, plan.tensors, produce,
-                                        _ST_DTYPE[dtype], _shard_metadata(shard), advance)
+                                        SAFETENSORS_DTYPE[dtype], _shard_metadata(shard), advance)
     _copy_model_files(plan, out_dir, dtype, total_size)
     if reporter:
         reporter.finish()
@@ -390,11 +382,7 @@ def write_merged_model(plan: MergePlan, out_dir: Path, dtype: str = "bf16", repo
 
 
 def _shard_metadata(shard: Path) -> dict:
-    import struct
-
-    with open(shard, "rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        metadata = json.loads(fh.read(length)).get("__metadata__") or {}
+    metadata = read_metadata(shard)
     return {**metadata, "format": metadata.get("format", "pt")}
 
 
@@ -410,8 +398,8 @@ def write_safetensors(path: Path, names: list[str], entries: dict[str, dict], pr
     header, offset = {}, 0
     for name in names:
         entry = entries[name]
-        st_dtype = float_dtype if entry["dtype"] in _FLOAT_ST else entry["dtype"]
-        size = math.prod(entry["shape"]) * _ST_BYTES[st_dtype]
+        st_dtype = float_dtype if entry["dtype"] in FLOAT_DTYPES else entry["dtype"]
+        size = math.prod(entry["shape"]) * DTYPE_BYTES[st_dtype]
         header[name] = {"dtype": st_dtype, "shape": list(entry["shape"]), "data_offsets": [offset, offset + size]}
         offset += size
     header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -440,7 +428,7 @@ def _copy_model_files(plan: MergePlan, out_dir: Path, dtype: str, total_size: in
     base_dir = plan.base_dir
     for path in sorted(base_dir.rglob("*")):
         rel = path.relative_to(base_dir)
-        if (not path.is_file() or path.name in _SKIP_FILES or path.suffix in _WEIGHT_SUFFIXES
+        if (not path.is_file() or path.name in _SKIP_FILES or path.suffix in (*UNLOADED_WEIGHT_SUFFIXES, ".safetensors")
                 or any(part.startswith(".") for part in rel.parts)):
             continue
         target = out_dir / rel
@@ -449,7 +437,7 @@ def _copy_model_files(plan: MergePlan, out_dir: Path, dtype: str, total_size: in
             config = json.loads(path.read_text())
             for key in ("dtype", "torch_dtype"):
                 if key in config or key == "dtype":
-                    config[key] = _CONFIG_DTYPE[dtype]
+                    config[key] = CONFIG_DTYPE[dtype]
             if plan.untie:
                 config["tie_word_embeddings"] = False
             target.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -497,18 +485,6 @@ def merge_chain(registry, adapter: dict) -> list[dict]:
                                 f"{member['base']!r}, {adapter['ref']} on {adapter['base']!r}",
                                 "a stacked chain must share one base")
     return members
-
-
-def normalize_dtype(dtype: str | None) -> str:
-    """``bf16``/``fp16``/``fp32`` from any common spelling (``BF16``, ``bfloat16``, ``torch.float32``)."""
-    if dtype is None:
-        return "bf16"
-    key = str(dtype).lower().removeprefix("torch.")
-    aliases = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "f16": "fp16", "float16": "fp16",
-               "half": "fp16", "fp32": "fp32", "f32": "fp32", "float32": "fp32", "float": "fp32"}
-    if key not in aliases:
-        raise UsageError(f"unknown dtype {dtype!r}", f"use one of {', '.join(OUTPUT_DTYPES)}")
-    return aliases[key]
 
 
 def plan_for_adapter(registry, adapter: dict) -> tuple[dict, list[dict], MergePlan]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import AdaptrError, ConflictError, UsageError
 from ..peftdir import BASE_ALTERING_INITS
+from ..store import CONFIG_FILE, WEIGHTS_FILE
 from . import checks, loading
 from .recipe import lora_kwargs, training_kwargs
 
@@ -69,7 +70,7 @@ def refuse_stacking(frozen: list[dict], child) -> None:
     """Stacks PEFT cannot run, or not reproducibly: DoRA, two adapters with biases or modules_to_save."""
     import json
 
-    configs = [(a["ref"], json.loads((Path(a["path"]) / "adapter_config.json").read_text())) for a in frozen]
+    configs = [(a["ref"], json.loads((Path(a["path"]) / CONFIG_FILE).read_text())) for a in frozen]
     configs.append(("the new adapter", {"bias": child.bias, "modules_to_save": child.modules_to_save,
                                         "use_dora": child.use_dora}))
     dora = [ref for ref, c in configs if c.get("use_dora")]
@@ -245,7 +246,7 @@ def tensor_plan(model, frozen: list[dict], *, lora=None, parent_path: str | None
         odd = sorted(covered ^ (base_names - owned))[:3]
         raise ConflictError(f"the base fingerprint cannot follow these parameters through PEFT's wrapping: {odd}",
                             "this model/adapter combination is not supported")
-    chain_keys = [k for a in frozen for k in read_header(Path(a["path"]) / "adapter_model.safetensors")]
+    chain_keys = [k for a in frozen for k in read_header(Path(a["path"]) / WEIGHTS_FILE)]
     return TensorPlan(expected, owned, _base_keys(chain_keys, modules), tuple(sorted(covered)))
 
 

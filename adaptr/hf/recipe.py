@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 LORA = "lora"
+# A field with ``metadata={OWN: True}`` is the stage's own setting (GRPO's reward functions): its
+# plugin reads it, and it is not handed to the TRL config class.
+OWN = "own"
 # LoRA settings that fix the adapter's tensors: a child continuing a parent must keep them.
 STRUCTURAL_LORA_KEYS = ("r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "bias",
                         "modules_to_save", "rank_pattern", "alpha_pattern", "fan_in_fan_out")
@@ -156,9 +159,11 @@ def init_lora_weights(value) -> bool | str:
 
 
 def training_kwargs(config: TrainRecipe) -> dict:
-    """The config's TRL/transformers TrainingArguments keys and values (LoRA keys left out)."""
+    """The config's TRL/transformers TrainingArguments keys and values (LoRA keys, and the
+    stage's ``own`` fields, which its plugin reads itself, left out)."""
     from .. import config as config_mod
 
-    lora_keys = set(config_mod.group_keys(type(config), LORA)) | {config_mod.OPTIONS_FIELD}
-    curated = {k: v for k, v in config_mod.to_dict(config).items() if k not in lora_keys and v is not None}
+    left_out = set(config_mod.group_keys(type(config), LORA)) | {config_mod.OPTIONS_FIELD}
+    left_out |= {f.name for f in config_mod.fields(type(config)) if f.metadata.get(OWN)}
+    curated = {k: v for k, v in config_mod.to_dict(config).items() if k not in left_out and v is not None}
     return {**curated, **config.trainer_options}

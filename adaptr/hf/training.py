@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import ConflictError, IntegrityError, MachineError, UsageError
 from .. import records
 from ..records import library_versions, version_drift
+from ..safetensors_meta import normalize_dtype
 from ..stages import StageContext
 from . import data as data_mod
 from .recipe import STRUCTURAL_LORA_KEYS, lora_kwargs
@@ -38,6 +39,8 @@ class Plan:
     lora: object = None          # the LoraConfig of a new adapter (None when continuing)
     tensors: object = None       # preflight.TensorPlan: what the post-training checks expect
     keep_checkpoints: int | None = None  # save_total_limit: checkpoints kept (the last N + the best)
+    extra: dict = field(default_factory=dict)  # what the stage's own check worked out, for its
+    #                                           trainer_kwargs and record (GRPO: its reward functions)
 
 
 # -- checking --------------------------------------------------------------------------------
@@ -135,9 +138,10 @@ def _check_merge(ctx: StageContext) -> tuple[dict, bool]:
 
 def _merge_dtype(base: dict) -> str | None:
     """Merge into the base's own dtype, so the new adapter trains on the same precision."""
-    dtype = str(base.get("dtype") or "").lower()
-    return {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16",
-            "bf16": "bf16", "bfloat16": "bf16"}.get(dtype, "bf16")
+    try:
+        return normalize_dtype(base.get("dtype"))
+    except UsageError:  # F64, or an integer type: train on bf16
+        return "bf16"
 
 
 def _norm(key: str, value):
@@ -325,6 +329,12 @@ def _edges(ctx: StageContext, plan: Plan, derived) -> list:
     return edges
 
 
+def logged_losses(log_history: list[dict]) -> list[list[float]]:
+    """``[step, loss]`` as the Trainer logged them. After a resume its history holds the steps
+    before the checkpoint too (restored from trainer_state.json), so the curve is the whole run."""
+    return [[entry["step"], entry["loss"]] for entry in log_history if "loss" in entry and "step" in entry]
+
+
 def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_check) -> records.VersionRecord:
     from . import checks
 
@@ -350,7 +360,7 @@ def _record(ctx, plan: Plan, built: Built, output, eval_metrics, wall, tensor_ch
                             tokens_per_second=round(tokens / runtime, 2) if runtime and tokens else None,
                             steps=built.trainer.state.global_step),
         first_logged=built.callback.first_logs, final_metrics=built.callback.last_logs,
-        loss_curve=built.callback.loss_curve,
+        loss_curve=logged_losses(built.trainer.state.log_history),
         eval_metrics={k: v for k, v in eval_metrics.items() if isinstance(v, (int, float))},
         checks={"base_weights_unchanged": True, **tensor_check},
         extra=plan.spec.record(ctx, plan) if plan.spec.record else {})

@@ -30,7 +30,6 @@ from .screens.runs import RunsScreen
 
 ERROR_TITLES = {UsageError: "invalid input", NotFoundError: "not found", ConflictError: "conflict",
                 MachineError: "not possible here", IntegrityError: "integrity error"}
-RESUMABLE = ("interrupted", "cancelled", "failed")
 POLL_INTERVAL_S = 1.0
 # With no run active and the Runs view hidden, poll only every this many intervals.
 IDLE_POLL_EVERY = 5
@@ -251,7 +250,7 @@ class AdaptrApp(App):
                               "The token comes from HF_TOKEN or your stored Hub login.",
                               confirm_label="Push", options_value=f"--repo {repo}",
                               options_placeholder="--repo OWNER/NAME [--private] [--with-parents]"),
-                partial(self._run_cli, ["push", adapter["ref"]]))
+                partial(self._run_core, "push", adapter["ref"], then=self._pushed))
 
     def action_merge(self) -> None:
         """Merge the selected version into its base: the merge stage's form, run detached."""
@@ -265,27 +264,28 @@ class AdaptrApp(App):
             self.notify(f"select an adapter version in the Adapters view to {what} it", severity="warning")
         return adapter
 
-    def _run_cli(self, args: list[str], options: list[str] | None, then=None) -> None:
-        """Run ``adaptr ARGS OPTIONS`` in a worker (None options: the dialog was cancelled)."""
+    def _run_core(self, command: str, target: str, options: list[str] | None, then) -> None:
+        """Do ``adaptr COMMAND TARGET OPTIONS`` through the core in a worker (None: cancelled)."""
         if options is None:
             return
-        self.notify(f"adaptr {' '.join([*args, *options])} …", title="running")
-        self.run_worker(partial(self._cli_worker, [*args, *options], then), thread=True,
-                        exit_on_error=False, group="cli")
+        call = {"push": backend.push, "resume": backend.resume}[command]
+        shown = " ".join(["adaptr", command, target, *(["--detach"] if command == "resume" else []), *options])
+        self.notify(f"{shown} …", title="running")
+        self.run_worker(partial(self._core_worker, call, target, options, shown, then), thread=True,
+                        exit_on_error=False, group="core")
 
-    def _cli_worker(self, args: list[str], then) -> None:
-        result = backend.run_cli(self.registry.root, *args)
-        self.call_from_thread(self._cli_done, result, then)
-
-    def _cli_done(self, result: backend.CommandResult, then) -> None:
-        command = "adaptr " + " ".join(result.args)
-        if result.returncode != 0:
-            self.notify(result.message, title=f"{command}: failed", severity="error", timeout=10)
+    def _core_worker(self, call, target: str, options: list[str], shown: str, then) -> None:
+        try:
+            result = call(self.registry.db_path, target, options)
+        except AdaptrError as exc:
+            self.call_from_thread(self.notify, exc.message + (f"\n{exc.hint}" if exc.hint else ""),
+                                  title=f"{shown}: failed", severity="error", timeout=10)
             return
-        self.notify(result.message, title=f"{command}: done")
+        self.call_from_thread(self._core_done, result, shown, then)
+
+    def _core_done(self, result, shown: str, then) -> None:
+        self.notify(then(result), title=f"{shown}: done")
         self.refresh_views()
-        if then is not None:
-            then(result)
 
     def action_cancel_run(self) -> None:
         screen = self.screen
@@ -302,7 +302,7 @@ class AdaptrApp(App):
     def action_resume_run(self) -> None:
         screen = self.screen
         run = screen.selected_run if isinstance(screen, RunsScreen) else None
-        if run is None or run["status"] not in RESUMABLE:
+        if run is None or run["status"] not in backend.RESUMABLE_STATUSES:
             self.notify("select an interrupted, cancelled or failed run in the Runs view to resume it",
                         severity="warning")
             return
@@ -312,12 +312,15 @@ class AdaptrApp(App):
                           "It continues from the newest checkpoint that verifies, as a new run.",
                           confirm_label="Resume",
                           options_placeholder="e.g. --checkpoint STEP, --inexact, --set KEY=VALUE"),
-            partial(self._run_cli, ["resume", run["id"], "--detach"], then=self._resumed))
+            partial(self._run_core, "resume", run["id"], then=self._resumed))
 
-    def _resumed(self, result: backend.CommandResult) -> None:
-        lines = result.stdout.split()
-        if lines:
-            self.show_run(lines[-1])  # `adaptr resume --detach` prints the new run's id
+    def _pushed(self, results: list[dict]) -> str:
+        return "; ".join(f"{r['ref']} {'pushed to' if r['status'] == 'pushed' else 'already at'} "
+                         f"{r['repo']}@{r['tag']}" for r in results)
+
+    def _resumed(self, run: dict) -> str:
+        self.show_run(run["id"])
+        return f"resuming as run {run['id']}"
 
     def _cancel_confirmed(self, run_id: str, options: list[str] | None) -> None:
         if options is None:

@@ -1,4 +1,4 @@
-"""Calls the TUI makes into the headless core from worker threads: jobs, runs, CLI commands.
+"""Calls the TUI makes into the headless core from worker threads: jobs, runs, push, resume.
 
 SQLite connections belong to the thread that opened them, so each call here opens its own
 :class:`Registry` on the same file. ``adaptr.jobs`` is imported lazily: the TUI still browses a
@@ -7,18 +7,18 @@ registry when it is missing, and never imports torch.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import MachineError
+import click
+
+from ..entities import ACTIVE_STATUSES, RESUMABLE_STATUSES  # noqa: F401 (the screens import them from here)
+from ..errors import MachineError, UsageError
 from ..registry import Registry
 from ..stages import StageRequest
 
-ACTIVE_STATUSES = ("queued", "running")
 
 
 def jobs_module():
@@ -73,35 +73,41 @@ def cancel(db_path: Path, run_id: str) -> dict | None:
         return jobs.cancel(registry, run_id)
 
 
-@dataclass
-class CommandResult:
-    args: list[str]
-    """What followed ``adaptr`` on the command line (``push sft-v2 --repo ...``)."""
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def message(self) -> str:
-        """The last non-empty line the command printed: its result or its error."""
-        for text in (self.stderr, self.stdout) if self.returncode else (self.stdout, self.stderr):
-            lines = [line for line in text.strip().splitlines() if line.strip()]
-            if lines:
-                return lines[-1].removeprefix("error: ")
-        return f"exit code {self.returncode}"
+def parse_options(command: click.Command, argv: list[str]) -> dict:
+    """A dialog's options parsed by the CLI command's own parser, so both take the same options."""
+    try:
+        with command.make_context(command.name, list(argv)) as ctx:
+            return dict(ctx.params)
+    except click.exceptions.Exit:
+        raise UsageError(f"{command.name} shows no help here", f"run `adaptr {command.name} --help` in a shell") from None
+    except click.ClickException as exc:
+        raise UsageError(exc.format_message(), f"see `adaptr {command.name} --help`") from None
 
 
-def cli_argv(registry_root: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "adaptr", "--registry", str(registry_root), *args]
+def push(db_path: Path, ref: str, options: list[str]) -> list[dict]:
+    """``adaptr push REF OPTIONS`` done by the core: one result per version pushed or present."""
+    from .. import hub
+    from ..cli.hub import push as push_command
+
+    params = parse_options(push_command, [ref, *options])
+    with Registry(db_path) as registry:
+        return hub.push(registry, ref, params["repo_id"], private=params["private"],
+                        with_parents=params["with_parents"])
 
 
-def run_cli(registry_root: Path, *args: str, timeout: float | None = None) -> CommandResult:
-    """Run an ``adaptr`` command (push, merge, ...) as a child process and capture its output."""
-    argv = cli_argv(registry_root, *args)
-    env = {**os.environ, "NO_COLOR": "1"}
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-    return CommandResult(list(args), proc.returncode, proc.stdout, proc.stderr)
+def resume(db_path: Path, run_id: str, options: list[str]) -> dict:
+    """``adaptr resume RUN --detach OPTIONS`` done by the core: the new run."""
+    from ..cli.jobs import resume_cmd
+    from ..config import parse_sets
+
+    params = parse_options(resume_cmd, [run_id, "--detach", *options])
+    jobs = jobs_module()
+    with Registry(db_path) as registry:
+        jobs.refresh(registry)
+        request = jobs.resume_request(registry, run_id, checkpoint=params["step"], inexact=params["inexact"],
+                                      overrides=parse_sets(list(params["sets"])))
+        return jobs.submit_resume(registry, run_id, request, executor=params["executor"],
+                                  processes=params["processes"], gpus=params["gpus"])
 
 
 def detect_gpus(timeout: float = 3.0) -> list[tuple[str, str]]:

@@ -24,18 +24,13 @@ class RegistryProvider(Provider):
         words = query.strip()
         if not words:
             return
-        like = f"%{words}%"
-        rows = app.registry.query(
-            "SELECT a.name || '-v' || a.version AS ref, a.stage, b.name AS base FROM adapters a "
-            "JOIN bases b ON b.id = a.base_id WHERE a.name || '-v' || a.version LIKE ? "
-            "ORDER BY a.created_at DESC, a.id DESC LIMIT ?", [like, MAX_HITS])
-        for row in rows:
+        adapters, bases = app.registry.search(words, MAX_HITS)
+        for row in adapters:
             title = f"Open adapter {row['ref']}"
             yield Hit(max(matcher.match(title), 0.5), matcher.highlight(title),
                       partial(app.show_adapter, row["ref"]),
                       help=f"{row['stage']} on {row['base']}")
-        for base in app.registry.query("SELECT name, source_kind FROM bases WHERE name LIKE ? LIMIT ?",
-                                       [like, MAX_HITS]):
+        for base in bases:
             title = f"Open base {base['name']}"
             yield Hit(max(matcher.match(title), 0.5), matcher.highlight(title),
                       partial(app.show_base, base["name"]), help=f"{base['source_kind']} base")

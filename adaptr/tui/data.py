@@ -138,6 +138,7 @@ class AdapterDetail:
     files_error: str | None = None
     loss: list[tuple[int, float]] = field(default_factory=list)
     relative_path: str = ""
+    serving: str = ""                 # one line per engine: adaptr.serving.summary
 
 
 def adapter_detail(registry: Registry, adapter_id: int) -> AdapterDetail:
@@ -145,7 +146,15 @@ def adapter_detail(registry: Registry, adapter_id: int) -> AdapterDetail:
     files, error = artifact_files(Path(adapter["path"]))
     return AdapterDetail(adapter=adapter, files=files, files_error=error,
                          loss=loss_curve(registry, adapter),
-                         relative_path=registry.store.relative(Path(adapter["path"])))
+                         relative_path=registry.store.relative(Path(adapter["path"])),
+                         serving=serving_summary(registry, adapter))
+
+
+def serving_summary(registry: Registry, adapter: dict) -> str:
+    """Which engines `adaptr export --target` can serve this version on (docs/serving.md)."""
+    from ..serving import report, summary
+
+    return summary(report(registry, adapter))
 
 
 def artifact_files(directory: Path) -> tuple[list[FileEntry], str | None]:
@@ -162,14 +171,8 @@ def artifact_files(directory: Path) -> tuple[list[FileEntry], str | None]:
 
 
 def loss_curve(registry: Registry, adapter: dict) -> list[tuple[int, float]]:
-    """The training loss by step: the run's metrics table, else the curve in the record (a
-    pulled version has no run here)."""
-    if adapter.get("run_id"):
-        points = [(m["step"], m["value"]) for m in registry.metrics(adapter["run_id"], "loss")
-                  if m["value"] is not None]
-        if points:
-            return points
-    return [(int(step), float(loss)) for step, loss in adapter.record.loss_curve]
+    """The training loss by step (see Registry.loss_curve)."""
+    return [(step, loss) for step, loss in registry.loss_curve(adapter)]
 
 
 def base_adapter_counts(registry: Registry) -> dict[int, int]:

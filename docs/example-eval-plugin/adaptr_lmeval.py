@@ -46,7 +46,7 @@ def run(job) -> None:
     from lm_eval.tasks import TaskManager
 
     from adaptr import load
-    from adaptr.hf.loading import load_tokenizer
+    from adaptr.trl_stage import load_tokenizer
 
     manager = TaskManager(include_path=str(job.data_path.parent))
     job.start(len(job.pending), f"lm-eval {job.data['task']}")

@@ -2,46 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from adaptr import StageRequest, UsageError, run_stage
-from adaptr.cli import pass_state
+from adaptr.cli import RichReporter, echo_json, pass_state
+from adaptr.serving import TARGETS, check_target
 
 from .config import DTYPES, METHODS
-
-
-class RichReporter:
-    """A rich progress bar on stderr (stdout stays for data)."""
-
-    def __init__(self):
-        from rich.console import Console
-
-        self.console = Console(stderr=True, highlight=False)
-        self.progress = None
-
-    def start(self, total, description):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.finish()
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=self.console, transient=True)
-        self.progress.start()
-        self.task = self.progress.add_task(description, total=total)
-
-    def update(self, step, metrics):
-        if self.progress:
-            self.progress.update(self.task, completed=step)
-
-    def message(self, text):
-        self.console.print(text)
-
-    def finish(self):
-        if self.progress:
-            self.progress.stop()
-            self.progress = None
 
 
 def _parse_weights(text: str | None) -> list[float] | None:
@@ -87,7 +56,7 @@ def merge_command(state, refs, into_base, name, dtype, method, weights, density,
                            config={k: v for k, v in config.items() if v is not None})
     run = run_stage(state.registry, request, reporter=RichReporter())
     if as_json:
-        click.echo(json.dumps(run, indent=2, default=str))
+        echo_json(run)
     else:
         click.echo(run["output_ref"] or "")
 
@@ -97,22 +66,33 @@ def merge_command(state, refs, into_base, name, dtype, method, weights, density,
 @click.argument("out_dir", type=click.Path(path_type=str))
 @click.option("--merged", is_flag=True, help="Write the full model (base with the chain merged in).")
 @click.option("--dtype", default="bf16", show_default=True, help=f"dtype with --merged: {', '.join(DTYPES)}.")
+@click.option("--one-adapter", is_flag=True,
+              help="Write a stacked chain as ONE PEFT LoRA (ranks concatenated, scalings folded in).")
+@click.option("--target", help=f"Serving engine ({', '.join(TARGETS)}): write what it reads, refuse what it "
+                               "cannot serve, print the command that serves it.")
 @click.option("--json", "as_json", is_flag=True, help="Print adaptr.json's content.")
 @pass_state
-def export_command(state, ref, out_dir, merged, dtype, as_json):
+def export_command(state, ref, out_dir, merged, dtype, one_adapter, target, as_json):
     """Export REF into OUT_DIR as a PEFT adapter dir (or a full model with --merged), with adaptr.json."""
     from .export import check_out_dir, export
 
     check_out_dir(out_dir)  # before opening the registry: the cheapest refusal first
     if dtype != "bf16" and not merged:
         raise UsageError("--dtype applies to --merged exports", "drop --dtype, or add --merged")
+    if merged and (one_adapter or target):
+        flag = "--target" if target else "--one-adapter"
+        raise UsageError(f"--merged writes a full model, {flag} an adapter", f"drop --merged or {flag}")
+    if target:
+        check_target(target)
     registry = state.registry
     for needed in registry.needs(registry.node(ref)):  # verify before use
         registry.verified(needed)
-    data = export(registry, ref, out_dir, merged=merged, dtype=dtype,
+    data = export(registry, ref, out_dir, merged=merged, dtype=dtype, one_adapter=one_adapter, target=target,
                   reporter=RichReporter() if merged else None)
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        echo_json(data)
+    elif target:
+        click.echo(data["serve_command"])
     else:
         click.echo(str(Path(out_dir).expanduser().absolute()))
 

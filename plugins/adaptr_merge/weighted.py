@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptr import ConflictError, NotFoundError, UsageError
+from adaptr import ConflictError, NotFoundError, UsageError, store
 
 from .config import DENSITY_METHODS, METHODS, SAME_RANK_METHODS
 
@@ -177,7 +177,7 @@ def _combine(plan: WeightedPlan, out_dir: Path, reporter=None) -> dict:
     for path in saved.iterdir():
         path.rename(Path(out_dir) / path.name)
     saved.rmdir()
-    config_path = Path(out_dir) / "adapter_config.json"
+    config_path = Path(out_dir) / store.CONFIG_FILE
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = plan.configs[0].get("base_model_name_or_path")
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -18,8 +18,8 @@ import json
 import shutil
 from pathlib import Path
 
-from adaptr import (CHECKPOINT_INFO, AdaptrError, ConflictError, IntegrityError, NotFoundError,
-                    StageRequest, UsageError, config as config_mod, plugins, store)
+from adaptr import (CHECKPOINT_INFO, RESUMABLE_STATUSES, AdaptrError, ConflictError, IntegrityError,
+                    NotFoundError, RunStatus, StageRequest, UsageError, config as config_mod, plugins, store)
 
 # What a checkpoint must hold to resume exactly, as prefixes of its top-level entries
 # (transformers Trainer names; DeepSpeed keeps the optimizer under global_stepN/).
@@ -29,7 +29,6 @@ REQUIRED_STATE = {
     "RNG state": ("rng_state",),
     "trainer state": ("trainer_state.json",),
 }
-_ENDED_RESUMABLE = ("interrupted", "cancelled", "failed")
 
 
 def check(ctx):
@@ -86,17 +85,17 @@ def run(ctx) -> None:
 def _check_resumable(registry, target: dict, this_run: dict | None) -> None:
     """``this_run`` is the resume run itself when it is already recorded (a detached worker)."""
     run_id, status = target["id"], target["status"]
-    if status == "succeeded":
+    if status == RunStatus.SUCCEEDED:
         made = f" and made {target['output_ref']}" if target["output_ref"] else ""
         raise ConflictError(
             f"run {run_id} succeeded{made}; only an interrupted, cancelled or failed run can be resumed",
             "to train further, start a new run with `adaptr train STAGE --from REF`")
-    if status not in _ENDED_RESUMABLE:
+    if status not in RESUMABLE_STATUSES:
         raise ConflictError(f"run {run_id} is still {status}",
                             f"wait for it to end, or stop it with `adaptr cancel {run_id}`")
     this_id = this_run["id"] if this_run else None
-    for later in registry.query("SELECT id, status FROM runs WHERE resumed_from_run = ? AND id IS NOT ? "
-                                "AND status IN ('queued', 'running', 'succeeded')", [run_id, this_id]):
+    later = registry.resumed_by(run_id, excluding=this_id)
+    if later:
         raise ConflictError(f"run {run_id} was already resumed by run {later['id']} ({later['status']})",
                             f"see it with `adaptr runs`; resume {later['id']} if it stops")
 

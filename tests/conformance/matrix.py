@@ -98,6 +98,7 @@ OPS = {
     "export": "adaptr export P (a PEFT directory)",
     "export-stacked": "adaptr export S (S stacked on P)",
     "export-merged": "adaptr export P --merged",
+    "export-one-adapter": "adaptr export S --one-adapter (the stack as one PEFT LoRA)",
     "push-pull": "adaptr push P, then adaptr pull into another registry",
     "load": "adaptr.load of P and of S",
 }
@@ -106,6 +107,7 @@ TRAINING_OPS = ("sft", "dpo", "continue", "dpo-continue", "stack", "merge-mode")
 # "C" P's continued child (a second adapter of the same configuration).
 NEEDS = {"continue": "P", "dpo-continue": "P", "stack": "P", "merge-mode": "P", "merge-into-base": "P",
          "weighted-linear": "PC", "weighted-cat": "PC", "export": "P", "export-stacked": "PS",
+         "export-one-adapter": "PS",
          "export-merged": "P", "push-pull": "P", "load": "PS"}
 
 
@@ -218,7 +220,8 @@ def table() -> str:
         "the model as it stood at the end of training, and so does `adaptr.load` (fp32, ≤ 1e-6); a "
         "continued version starts from its parent's exact tensors; merges equal "
         "`merge_and_unload` (fp32 ≤ 1e-6, bf16 ≤ 1 ulp) and keep the adapted model's logits; "
-        "weighted merges equal PEFT's `add_weighted_adapter`; exports load with plain PEFT; a "
+        "weighted merges equal PEFT's `add_weighted_adapter`; exports load with plain PEFT (a stack "
+        "exported as one adapter gives the stack's logits, fp32 ≤ 1e-5); a "
         "pushed and pulled version has the same files.", "",
         "## Operations", "", "| op | what |", "|---|---|",
         *[f"| `{op}` | {what} |" for op, what in OPS.items()], "",

@@ -213,6 +213,13 @@ def op_export_stacked(group, tmp_path, request, refused=False):
                                rtol=0, atol=1e-6)
 
 
+def op_export_one_adapter(group, tmp_path, request, refused=False):
+    parent, stacked = group.artifact("P"), group.artifact("S")
+    out = _export(group, stacked["ref"], tmp_path / "out", one_adapter=True)
+    chain = oracle.logits(oracle.peft_model(group.base_dir, [Path(parent["path"]), Path(stacked["path"])]))
+    torch.testing.assert_close(oracle.logits(oracle.peft_model(group.base_dir, [out])), chain, rtol=0, atol=1e-5)
+
+
 def op_export_merged(group, tmp_path, request, refused=False):
     parent = group.artifact("P")
     out = _export(group, parent["ref"], tmp_path / "out", merged=True, dtype="fp32")
@@ -258,5 +265,6 @@ OPS = {
     "stack": op_stack, "merge-mode": op_merge_mode, "import": op_import,
     "merge-into-base": op_merge_into_base, "weighted-linear": _weighted("linear"),
     "weighted-cat": _weighted("cat"), "export": op_export, "export-stacked": op_export_stacked,
-    "export-merged": op_export_merged, "push-pull": op_push_pull, "load": op_load,
+    "export-merged": op_export_merged, "export-one-adapter": op_export_one_adapter, "push-pull": op_push_pull,
+    "load": op_load,
 }

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from conftest import HUB_TOKEN as TOKEN  # noqa: F401  (the local Hub server's token)
 from conftest import run_cli
+from record_fixture import trained_record
 
 
 def publish(registry, source: Path, name: str, *, parents=(), stage: str = "sft", base: str = "tiny",
@@ -26,7 +27,7 @@ def publish(registry, source: Path, name: str, *, parents=(), stage: str = "sft"
         return registry.publish_adapter(
             staged, name=name, base=base, stage=stage, parents=parent_nodes,
             config={"learning_rate": 1e-4, "epochs": 1}, metrics={"train_loss": 1.25},
-            record={"seed": 0})
+            record=trained_record())
 
 
 def card_metadata(text: str) -> dict:

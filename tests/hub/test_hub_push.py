@@ -30,8 +30,9 @@ def test_push_makes_one_tagged_commit_with_card_and_record(registry_with_base, l
     initial = next(sha for sha, c in repo.commits.items() if c["parent"] is None)
     assert repo.commits[commit]["parent"] == initial  # committed on top of the head it saw
     assert sorted(repo.commits[commit]["files"]) == [
-        ".gitattributes", "README.md", "adapter_config.json", "adapter_model.safetensors", "adaptr.json"]
-    assert hub.count("PUT", r"^/lfs-upload/") == 1  # the weights went through LFS
+        ".gitattributes", "README.md", "adapter_config.json", "adapter_model.safetensors", "adaptr.json",
+        "loss.png"]  # the record has a loss curve: its plot goes with the card
+    assert hub.count("PUT", r"^/lfs-upload/") == 2  # the weights and the plot went through LFS
 
     row = reg.resolve("sft-v1")
     assert (row["hub_repo"], row["hub_commit"]) == ("alice/sft", commit)
@@ -45,11 +46,16 @@ def test_push_makes_one_tagged_commit_with_card_and_record(registry_with_base, l
     assert record["base"]["config_sha256"] == base["config_sha256"]
     assert record["base"]["source_kind"] == "local" and record["base"]["hub_id"] is None
     version_dir = Path(sft["path"])
-    assert record["files"] == {
-        name: {"sha256": _sha256(version_dir / name), "size": (version_dir / name).stat().st_size}
-        for name in ("adapter_config.json", "adapter_model.safetensors")}
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        assert hub.read_file("alice/sft", "v1", name) == (version_dir / name).read_bytes()
+    weights = version_dir / "adapter_model.safetensors"
+    assert record["files"]["adapter_model.safetensors"] == {"sha256": _sha256(weights), "size": weights.stat().st_size}
+    assert hub.read_file("alice/sft", "v1", "adapter_model.safetensors") == weights.read_bytes()
+    # adapter_config.json goes without the local base's path (it names this machine), as listed.
+    pushed_config = hub.read_file("alice/sft", "v1", "adapter_config.json")
+    assert record["files"]["adapter_config.json"] == {"sha256": hashlib.sha256(pushed_config).hexdigest(),
+                                                      "size": len(pushed_config)}
+    local_config = json.loads((version_dir / "adapter_config.json").read_text())
+    assert json.loads(pushed_config) == {**local_config, "base_model_name_or_path": None, "revision": None}
+    assert sorted(record["files"]) == ["adapter_config.json", "adapter_model.safetensors"]
 
     card = hub.read_file("alice/sft", "v1", "README.md").decode()
     meta = card_metadata(card)

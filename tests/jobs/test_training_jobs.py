@@ -88,3 +88,52 @@ def test_accelerate_two_cpu_processes_killed_and_resumed_register_one_version(
     assert sorted(two) == sorted(one) == [1, 2, 3, 4]
     for step in one:
         assert math.isclose(two[step], one[step], rel_tol=0.02), (step, two[step], one[step])
+
+
+REWARD = "def letters(completions, **kwargs):\n    return [sum(ch.isalpha() for ch in c[0]['content']) / 10.0 for c in completions]\n"
+
+
+def _preference_request(stage: str, tmp_path: Path, save_steps: int | None = None) -> StageRequest:
+    """grpo (a reward from a file, imported again by the resumed process) or kto, from the base."""
+    from adaptr.demo import PROMPTS_DATA, UNPAIRED_DATA, data_file
+
+    config = {"max_steps": 6, "per_device_train_batch_size": 4, "logging_steps": 1, "learning_rate": 5e-3,
+              "r": 4, "lora_alpha": 8}
+    if stage == "grpo":
+        reward = tmp_path / "resume_rewards.py"
+        reward.write_text(REWARD)
+        config.update(num_generations=2, max_completion_length=5, reward=[f"{reward}:letters"])
+        data = data_file(PROMPTS_DATA)
+    else:
+        config.update(max_length=48)
+        data = data_file(UNPAIRED_DATA)
+    return StageRequest(stage=stage, base="tiny", data=str(data), config=config, save_steps=save_steps)
+
+
+def _metric(registry, run_id: str, name: str) -> dict[int, float]:
+    return {row["step"]: row["value"] for row in registry.metrics(run_id, name)}
+
+
+@pytest.mark.parametrize("stage", ["grpo", "kto"])
+def test_grpo_and_kto_resumed_after_sigkill_match_an_uninterrupted_run_bit_for_bit(
+        registry_with_base, tmp_path, monkeypatch, stage):
+    import torch
+    from safetensors.torch import load_file
+
+    registry = registry_with_base
+    reference = run_stage(registry, _preference_request(stage, tmp_path, save_steps=3))
+    assert reference["status"] == "succeeded", reference.get("error")
+    killed = killed_after_checkpoint(registry, _preference_request(stage, tmp_path, save_steps=3), 3, monkeypatch)
+    resumed = run_stage(registry, jobs.resume_request(registry, killed["id"]))  # `adaptr resume RUN`
+    assert resumed["status"] == "succeeded" and resumed["resumed_from_step"] == 3, resumed.get("error")
+    watched = ("loss", "reward") if stage == "grpo" else ("loss", "rewards/margins")
+    for name in watched:
+        expected = {s: v for s, v in _metric(registry, reference["id"], name).items() if s > 3}
+        assert sorted(expected) == [4, 5, 6]
+        assert _metric(registry, resumed["id"], name) == expected, name  # float equality
+    ours = load_file(str(Path(registry.resolve(resumed["output_ref"])["path"]) / "adapter_model.safetensors"))
+    theirs = load_file(str(Path(registry.resolve(reference["output_ref"])["path"]) / "adapter_model.safetensors"))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    version = registry.resolve(resumed["output_ref"])
+    assert version["stage"] == stage
+    assert version["record"]["resumed_from"]["text"] == f"resumed from checkpoint 3 of run {killed['id']}"

@@ -161,3 +161,47 @@ def test_peft_and_adaptr_disagreeing_on_the_tensors_is_refused(tiny_base_dir, mo
     lora = preflight.lora_config(TrainRecipe(target_modules=["q_proj"]))
     with pytest.raises(ConflictError, match="PEFT would save tensors it does not expect"):
         preflight.tensor_plan(preflight.meta_model(base), [], lora=lora)
+
+
+# -- trainer options reach the TrainingArguments they are meant for --------------------------
+
+
+def test_curated_and_passthrough_options_reach_the_trl_config(registry_with_base, sft_data, dpo_data):
+    """Curated fields (learning_rate, max_steps) and any other field of TRL's config class
+    (given as --set KEY=VALUE, parsed from text) land in the config TRL's trainer is built with."""
+    from adaptr.config import parse_sets
+
+    sets = parse_sets(["neftune_noise_alpha=5", "save_total_limit=2", "dataloader_num_workers=0",
+                       "max_grad_norm=0.25", "lr_scheduler_type=cosine", "warmup_steps=3", "packing=true"])
+    ctx = prepare(registry_with_base, StageRequest(stage="sft", base="tiny", data=str(sft_data),
+                                                   config={**FAST_SFT, "learning_rate": 3e-3, **sets}))
+    args = ctx.plan.args
+    assert type(args).__name__ == "SFTConfig"
+    assert (args.learning_rate, args.max_steps) == (3e-3, FAST_SFT["max_steps"])
+    assert (args.neftune_noise_alpha, args.dataloader_num_workers) == (5.0, 0)
+    # save_total_limit is adaptr's pruning policy (the last N + the best, never the one a resume
+    # needs), so TRL's own pruning is off
+    assert args.save_total_limit is None and ctx.plan.keep_checkpoints == 2
+    assert args.max_grad_norm == 0.25 and args.warmup_steps == 3 and args.packing is True
+    assert str(args.lr_scheduler_type) in ("cosine", "SchedulerType.COSINE")
+    assert ctx.config.trainer_options["neftune_noise_alpha"] == 5  # recorded with the run's config
+
+    ctx = prepare(registry_with_base, StageRequest(stage="dpo", base="tiny", data=str(dpo_data),
+                                                   config={**FAST_SFT, **parse_sets(["beta=0.3", "discopop_tau=0.2", "truncation_mode=keep_start"])}))
+    assert type(ctx.plan.args).__name__ == "DPOConfig"
+    assert (ctx.plan.args.beta, ctx.plan.args.discopop_tau, ctx.plan.args.truncation_mode) == (0.3, 0.2, "keep_start")
+
+
+@pytest.mark.parametrize(("sets", "error", "words"), [
+    (["output_dir=/tmp/x"], UsageError, "output_dir is set by adaptr"),
+    (["save_strategy=epoch"], UsageError, "--save-steps"),
+    (["push_to_hub=true"], UsageError, "adaptr push"),
+    (["neftune_noise_alpha=loud"], UsageError, "neftune_noise_alpha"),
+    (["no_such_option=1"], UsageError, "no_such_option"),
+])
+def test_owned_unknown_and_mistyped_options_are_refused_before_work(registry_with_base, sft_data, sets, error,
+                                                                     words):
+    from adaptr.config import parse_sets
+
+    request = StageRequest(stage="sft", base="tiny", data=str(sft_data), config={**FAST_SFT, **parse_sets(sets)})
+    _refused(registry_with_base, request, error, words)

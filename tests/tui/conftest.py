@@ -1,4 +1,5 @@
-"""Registries for the TUI tests: small fake-but-valid adapter versions, no training.
+"""Registries for the TUI tests: small fake-but-valid adapter versions, no training; their
+records are the record a real training run writes (tests/record_fixture.py).
 
 Versions go through ``registry.publish_adapter`` from directories written into
 ``registry.store.staging()``; timestamps and run ids are then fixed so snapshots are stable.
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from adaptr import Registry
+from record_fixture import trained_record
 
 FIXED_DAY = "2026-01-15"
 LORA_CONFIG = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
@@ -63,7 +65,7 @@ def publish_fake(registry: Registry, name: str, *, base: str = "tiny", stage: st
         return registry.publish_adapter(
             staged, name=name, base=base, stage=stage, parents=list(parents),
             config={**LORA_CONFIG, "learning_rate": 2e-4, "num_train_epochs": 1, **(config or {})},
-            record=record or {"seed": 42, "dataset": {"rows": 64, "sha256": "e" * 16}},
+            record=record or trained_record(),
             metrics=metrics or {}, run_id=run_id)
 
 
@@ -111,7 +113,8 @@ def build_lineage_registry(root: Path) -> Registry:
     add_fixed_run(registry, "20260115-090000-a1b2", losses=LOSSES, step=100, total=100,
                   log=["[adaptr] sft: 100 steps", "[adaptr] step 100 loss=0.89", "[adaptr] published sft-v1"])
     sft1 = publish_fake(registry, "sft", run_id="20260115-090000-a1b2",
-                        metrics={"train_loss": 0.89, "train_runtime": 12.5})
+                        metrics={"train_loss": 0.89, "train_runtime": 12.5},
+                        record=trained_record(loss_curve=[[(i + 1) * 5, loss] for i, loss in enumerate(LOSSES)]))
     sft2 = publish_fake(registry, "sft", parents=[(sft1, "continued", {"mode": "continue"})],
                         metrics={"train_loss": 0.81, "eval_loss": 0.92, "loss_curve": [1.2, 1.0, 0.9, 0.81]})
     publish_fake(registry, "dpo", stage="dpo", parents=[(sft2, "continued", {"mode": "continue",

@@ -61,11 +61,24 @@ def test_form_follows_the_stage_config_and_sends_only_changes(lineage_registry, 
             # Only `adaptr train` stages are offered: resume and merge have actions of their own.
             stage_select = form.query_one("#f-stage", Select)
             offered = {value for _, value in stage_select._options}
-            assert {"sft", "dpo", toy_stage} <= offered and not {"resume", "merge"} & offered
+            assert {"sft", "dpo", "grpo", "kto", toy_stage} <= offered and not {"resume", "merge"} & offered
             set_value(form, "#f-stage", "sft")
             await settle(pilot)
             assert isinstance(form.query_one("#cfg-max_length"), Input)  # sft's own config field
             assert form.query_one("#f-data").parent.display  # sft takes data
+            set_value(form, "#f-stage", "grpo")
+            await settle(pilot)
+            assert not form.query(("#cfg-max_length"))  # GRPOConfig has none
+            set_value(form, "#cfg-reward", "length,regex=0.5")
+            set_value(form, "#cfg-reward_pattern", "[0-9]")
+            request, _, _ = form.build_request()
+            assert request.stage == "grpo"
+            assert {k: request.config[k] for k in ("reward", "reward_pattern")} == {
+                "reward": "length,regex=0.5", "reward_pattern": "[0-9]"}
+            from adaptr import config as config_mod
+            from adaptr_grpo.config import GrpoConfig
+
+            assert config_mod.coerce(GrpoConfig, "reward", request.config["reward"]) == ["length", "regex=0.5"]
             await pilot.press("escape")
             await settle(pilot)
             assert isinstance(app.screen, AdaptersScreen)

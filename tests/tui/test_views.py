@@ -84,6 +84,7 @@ def test_adapters_view_lists_newest_first_with_details(lineage_registry):
             detail = screen.query_one(AdapterDetailPane)
             overview = plain(detail.query_one("#overview", Static))
             assert "20260115-090000-a1b2" in overview and "adapters/sft/v1" in overview
+            assert "serving" in overview and "vllm yes, llama.cpp yes, lorax yes, tgi yes" in " ".join(overview.split())
             tabs = detail.query_one(TabbedContent)
             assert not detail.query(LossPlot)  # hidden tabs are built when first shown
             tabs.active = "tab-metrics"
@@ -277,7 +278,7 @@ def test_cancel_needs_an_active_run_and_never_crashes(lineage_registry):
     run(scenario())
 
 
-def test_push_runs_the_cli_and_reports_its_error(lineage_registry, monkeypatch):
+def test_push_calls_the_core_and_reports_its_error(lineage_registry, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)
 
@@ -387,7 +388,7 @@ def test_the_app_imports_no_training_library(lineage_registry):
     assert "HEAVY []" in proc.stdout, proc.stdout
 
 
-def test_resume_runs_the_cli_and_reports_its_outcome(lineage_registry):
+def test_resume_calls_the_core_and_reports_its_outcome(lineage_registry):
     async def scenario():
         app = make_app(lineage_registry.root)
         notes = record_notifications(app)

@@ -158,7 +158,8 @@ def _overview_rows(detail: data.AdapterDetail) -> list[tuple[str, Any]]:
     if adapter.get("hub_repo"):
         rows.append(("hub", f"{adapter['hub_repo']} @ {(adapter.get('hub_commit') or '')[:10]}"))
     rows.extend(_record_rows(adapter.record))
-    return rows
+    rows.append(("serving", detail.serving or None))
+    return [(k, v) for k, v in rows if v is not None or k != "serving"]
 
 
 def _record_rows(record) -> list[tuple[str, Any]]:
