@@ -6,14 +6,15 @@ The public modules are this one, ``adaptr.trl_stage`` (stages on a TRL trainer, 
 formats), ``adaptr.merging`` (the streaming merge), ``adaptr.records`` (what versions record),
 ``adaptr.config`` (stage configs), ``adaptr.store`` (manifests, file names), ``adaptr.peftdir``
 (PEFT adapter directories: read, check against a base), ``adaptr.serving``
-(which engines can serve a version), ``adaptr.plugins`` (the plugin manager) and ``adaptr.cli``
+(which engines can serve a version), ``adaptr.jobs`` (detached runs: submit, record,
+refresh, cancel; for executors), ``adaptr.plugins`` (the plugin manager) and ``adaptr.cli``
 (for plugin commands); built-in plugins import nothing else, as an
 outside plugin would not (a test checks it; docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from . import config, plugins, records, store
+from . import config, jobs, plugins, records, store
 from .entities import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunStatus
 from .errors import AdaptrError, ConflictError, IntegrityError, MachineError, NotFoundError, UsageError
 from .evals import EvalJob, EvalTarget, Evaluator
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVE_STATUSES", "AdaptrError", "CHECKPOINT_INFO", "ConflictError", "EvalJob", "EvalTarget", "Evaluator", "Executor",
     "IntegrityError", "MachineError", "NotFoundError", "RESUMABLE_STATUSES", "Registry", "RunStatus", "Stage", "StageContext", "StageRequest",
-    "UsageError", "check_adapter_name", "check_name", "config", "hookimpl", "load", "plugins", "prepare_stage",
+    "UsageError", "check_adapter_name", "check_name", "config", "hookimpl", "jobs", "load", "plugins", "prepare_stage",
     "record_run", "records", "run_stage", "store", "__version__",
 ]
 

@@ -163,6 +163,7 @@ class Run(_ByKey):
     created_at: str
     started_at: str | None
     ended_at: str | None
+    job_id: str | None = None  # the scheduler's job id (executor ``slurm``), None for local runs
 
 
 @dataclass

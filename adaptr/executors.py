@@ -28,6 +28,10 @@ def _local_argv(run: dict, options: dict) -> list[str]:
 
 
 def _local_check(options: dict) -> None:
+    unknown = sorted(set(options) - {"processes"})
+    if unknown:
+        raise UsageError(f"the local executor takes no option(s) {', '.join(unknown)}",
+                         "those are for --executor slurm")
     if int(options.get("processes") or 1) != 1:
         raise UsageError("the local executor runs one process",
                          "pass --executor accelerate for --processes N")

@@ -23,7 +23,7 @@ from typing import IO
 from . import plugins, stages
 from .errors import AdaptrError, ConflictError, MachineError, UsageError
 from .registry import Registry, now
-from .stages import StageRequest
+from .stages import PREEMPT_PREFIX, PREEMPT_REASON, StageRequest  # noqa: F401  (PREEMPT_*: for executors)
 
 ACTIVE = ("queued", "running")
 LOG_NAME = "run.log"
@@ -42,6 +42,23 @@ def submit(registry: Registry, request: StageRequest, *, executor: str = "local"
 
     Nothing is written when the request, the executor or its options are bad.
     """
+    chosen = plugins.get_executor(executor)
+    options = dict(options or {})
+    if chosen.resolve:
+        options = chosen.resolve(registry, options)
+    run = record_queued(registry, request, executor=executor, gpus=gpus, options=options)
+    argv = chosen.argv(run, options) if chosen.argv is not None else []
+    return _launch(registry, run, argv, executor, options)
+
+
+def record_queued(registry: Registry, request: StageRequest, *, executor: str = "local",
+                  gpus: str | None = None, options: dict | None = None, **fields) -> dict:
+    """Check ``request`` and the executor's options, then record the run as queued (with
+    ``fields``, e.g. a scheduler's ``job_id``) and its ``job.json``; start nothing.
+
+    :func:`submit` is this plus starting the process; an executor whose scheduler restarts a
+    job (a SLURM requeue) records the run that continues it with this.
+    """
     ctx = stages.prepare(registry, request)
     chosen = plugins.get_executor(executor)
     options = dict(options or {})
@@ -50,7 +67,13 @@ def submit(registry: Registry, request: StageRequest, *, executor: str = "local"
         chosen.check(options)
     ctx.request = _with_absolute_paths(request)
     run = stages.record_run(ctx, executor=executor, gpus=gpus, status="queued")
-    return _launch(registry, run, chosen.argv(run, options), executor, options)
+    _write_job_file(run, executor, options, [])
+    return registry.update_run(run["id"], **fields) if fields else run
+
+
+def _write_job_file(run: dict, executor: str, options: dict, argv: list[str]) -> None:
+    (Path(run["run_dir"]) / JOB_FILE).write_text(json.dumps(
+        {"executor": executor, "options": options, "argv": argv}, indent=1))
 
 
 def parse_gpus(gpus: str | list | tuple | None) -> str | None:
@@ -79,11 +102,18 @@ def _with_absolute_paths(request: StageRequest) -> StageRequest:
 
 def _launch(registry: Registry, run: dict, argv: list[str], executor: str, options: dict) -> dict:
     run_dir = Path(run["run_dir"])
-    (run_dir / JOB_FILE).write_text(json.dumps(
-        {"executor": executor, "options": options, "argv": argv}, indent=1))
+    _write_job_file(run, executor, options, argv)
     env = {**os.environ, "ADAPTR_REGISTRY": str(registry.root), "PYTHONUNBUFFERED": "1"}
     if run["gpus"]:
         env["CUDA_VISIBLE_DEVICES"] = run["gpus"]
+    chosen = plugins.get_executor(executor)
+    if chosen.launch is not None:  # a scheduler starts the process, somewhere
+        try:
+            recorded = chosen.launch(run, options, env)
+        except AdaptrError as exc:
+            registry.update_run(run["id"], status="failed", error=f"could not start: {exc}", ended_at=now())
+            raise
+        return registry.update_run(run["id"], **recorded)
     try:
         with open(run_dir / LOG_NAME, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
@@ -157,7 +187,7 @@ def work(registry: Registry, run_id: str) -> dict | None:
         _end_if_active(registry, run_id, "failed", str(exc))
         raise
     if stop.requested:
-        ctx.request_stop()
+        ctx.request_stop(*stop.ending("before training began"))
     return stages.execute(ctx, run)
 
 
@@ -188,9 +218,10 @@ def _cpu_ranks_without_cuda() -> None:
 
 
 def _await_pid(registry: Registry, run: dict, timeout: float = 30.0) -> dict:
-    """The row once submit() has recorded the process-group leader's pid (milliseconds)."""
+    """The row once submit() has recorded the process-group leader's pid, or the scheduler's
+    job id (milliseconds)."""
     deadline = time.monotonic() + timeout
-    while run["pid"] is None and time.monotonic() < deadline:
+    while run["pid"] is None and run["job_id"] is None and time.monotonic() < deadline:
         time.sleep(0.05)
         run = registry.run(run["id"])
     return run
@@ -206,7 +237,7 @@ def _claim(registry: Registry, run: dict, stop: "_StopFlag") -> dict | None:
             if status != "queued":
                 return None
             if stop.requested:
-                _set_ended(db, run["id"], "cancelled", "cancelled while queued")
+                _set_ended(db, run["id"], *stop.ending("while queued"))
                 return None
             holder = _gpu_holder(registry, run)
             if holder is None:
@@ -247,10 +278,18 @@ class _StopFlag:
 
     def __init__(self):
         self.requested = False
+        self.signum = signal.SIGTERM
         signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGUSR1, self._handle)  # a time-limit warning before training began
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self.requested, self.signum = True, signum
+
+    def ending(self, when: str) -> tuple[str, str | None]:
+        """SIGTERM: cancelled; SIGUSR1 (a scheduler's warning): interrupted, to be continued."""
+        if self.signum == signal.SIGUSR1:
+            return "interrupted", f"{PREEMPT_PREFIX} {when}"
+        return "cancelled", f"cancelled {when}"
 
 
 # -- watching ------------------------------------------------------------------------------
@@ -263,16 +302,34 @@ def refresh(registry: Registry) -> list[str]:
     """
     host = socket.gethostname()
     marked = []
-    rows = registry.query("SELECT id, pid, host, created_at FROM runs "
+    rows = registry.query("SELECT id, pid, host, created_at, executor, job_id FROM runs "
                           "WHERE status IN ('queued', 'running')")
     for row in rows:
-        if row["host"] not in (None, host) or _process_alive(row):
+        polled = _poll(registry, row)
+        if polled is not None:  # the executor's scheduler knows the run
+            if polled is False:
+                continue
+            status, error = polled
+        elif row["host"] not in (None, host) or _process_alive(row):
             continue
+        else:
+            status, error = "interrupted", "its process ended without recording an end (killed, or the machine stopped)"
         with registry.write() as db:
-            if _set_ended(db, row["id"], "interrupted",
-                          "its process ended without recording an end (killed, or the machine stopped)"):
+            if _set_ended(db, row["id"], status, error):
                 marked.append(row["id"])
     return marked
+
+
+def _poll(registry: Registry, row: dict):
+    """None: the executor has no scheduler; False: the scheduler still has the run pending or
+    running; else the ``(status, error)`` it ended with."""
+    if not row["job_id"]:
+        return None
+    executor = plugins.executors().get(row["executor"])
+    if executor is None or executor.poll is None:
+        return None
+    ended = executor.poll(registry.run(row["id"]))
+    return False if ended is None else ended
 
 
 def _process_alive(row: dict) -> bool:
@@ -327,6 +384,11 @@ def cancel(registry: Registry, run_id: str) -> dict:
     if run["status"] not in ACTIVE:
         raise ConflictError(f"run {run_id} has already ended ({run['status']})",
                             "only queued or running runs can be cancelled; `adaptr runs` shows them")
+    executor = plugins.executors().get(run["executor"])
+    if run["job_id"] and executor is not None and executor.cancel is not None:
+        (Path(run["run_dir"]) / stages.CANCEL_MARKER).touch()
+        executor.cancel(run)
+        return run
     if run["host"] not in (None, socket.gethostname()):
         raise ConflictError(f"run {run_id} runs on {run['host']}, not on this machine",
                             f"run `adaptr cancel {run_id}` on {run['host']}")

@@ -260,3 +260,9 @@ def m004_record_format_2(db):
         for node_id, text in db.execute(f"SELECT id, record FROM {table}").fetchall():
             db.execute(f"UPDATE {table} SET record = ? WHERE id = ?",
                        [json.dumps(to_dict(read(json.loads(text or "{}")))), node_id])
+
+
+@migration
+def m005_run_job_id(db):
+    """Runs started through a scheduler (the ``slurm`` executor) record the scheduler's job id."""
+    db.execute("ALTER TABLE runs ADD COLUMN job_id TEXT")

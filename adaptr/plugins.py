@@ -23,7 +23,7 @@ from . import hookspecs
 from .errors import ConflictError, NotFoundError, UsageError
 
 GROUP = "adaptr"
-BUILTIN_PLUGINS = ("sft", "dpo", "grpo", "kto", "resume", "merge", "eval")  # entry points of adaptr's own pyproject.toml
+BUILTIN_PLUGINS = ("sft", "dpo", "grpo", "kto", "resume", "merge", "eval", "slurm")  # entry points of adaptr's own pyproject.toml
 # Core modules with hookimpls (the executors; the `eval` stage that runs evaluators), always loaded.
 _CORE_HOOK_MODULES = ("adaptr.executors", "adaptr.evals")
 

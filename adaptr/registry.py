@@ -47,7 +47,7 @@ _ADAPTER_COLUMNS = ("id", "name", "version", "base_id", "base", "stage", "status
                     "hub_repo", "hub_commit", "created_at")
 _RUN_COLUMNS = ("id", "stage", "status", "executor", "pid", "host", "gpus", "progress_step", "progress_total",
                 "output_kind", "output_id", "resumed_from_run", "resumed_from_step", "error", "created_at",
-                "started_at", "ended_at")
+                "started_at", "ended_at", "job_id")
 
 
 def crash_point(name: str) -> None:

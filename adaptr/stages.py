@@ -66,13 +66,32 @@ class Executor:
     """How a detached run's process is started: ``argv(run, options)`` returns the command.
 
     ``check(options)``, if given, refuses bad options before anything is written.
+
+    An executor that hands the run to a scheduler (``slurm``) instead gives:
+
+    - ``launch(run, options, env)``: start the run (``env`` is what its process must see) and
+      return the fields to record on the run, e.g. ``{"job_id": "42", "host": None}``; raise
+      :class:`adaptr.MachineError` when it cannot. ``argv`` is then not used.
+    - ``poll(run)``: for a queued or running run, ``None`` while the scheduler still has it
+      pending or running, else ``(status, error)`` to end the row with (one of
+      :class:`adaptr.entities.RunStatus`'s values). ``jobs.refresh`` asks it instead of looking
+      for the run's process on this machine.
+    - ``cancel(run)``: ask the run to checkpoint and stop (``adaptr cancel``).
+
+    ``resolve(registry, options)``, if given, returns the options completed from settings the
+    user keeps elsewhere (a profile beside the registry); it runs before ``check``, and what it
+    returns is what the run records and starts with.
     """
 
     name: str
-    argv: Callable[[dict, dict], list[str]]
+    argv: Callable[[dict, dict], list[str]] | None = None
     help: str = ""
     check: Callable[[dict], None] | None = None
     plugin: str = ""
+    launch: Callable[[dict, dict, dict], dict] | None = None
+    poll: Callable[[dict], tuple[str, str | None] | None] | None = None
+    cancel: Callable[[dict], None] | None = None
+    resolve: Callable[[Any, dict], dict] | None = None
 
 
 @dataclass
@@ -147,6 +166,8 @@ class StageContext:
     inputs: list[dict] = field(default_factory=list)
     """The verified versions and bases the run reads (see :meth:`use`)."""
     _stop_requested: bool = False
+    _stop_status: str = "cancelled"
+    _stop_reason: str | None = None
     _last_progress_write: float = 0.0
     _data_digests: dict | None = None
 
@@ -183,8 +204,15 @@ class StageContext:
         """Only rank 0 of a multi-process run writes to the registry."""
         return process_rank() == 0
 
-    def request_stop(self) -> None:
-        """Ask the stage to save and return (SIGTERM does this; so does another rank's request)."""
+    def request_stop(self, status: str = "cancelled", reason: str | None = None) -> None:
+        """Ask the stage to save and return (SIGTERM does this; so does another rank's request).
+
+        The run then ends ``status`` with ``reason`` as its error: ``cancelled`` for a cancel,
+        ``interrupted`` for a warning before a time limit or a preemption (SIGUSR1), after which
+        the run is resumed from the checkpoint it saves.
+        """
+        if not self._stop_requested:
+            self._stop_status, self._stop_reason = status, reason
         self._stop_requested = True
 
     def should_stop(self) -> bool:
@@ -424,13 +452,12 @@ def execute(ctx: StageContext, run: dict) -> dict:
     ctx.run = registry.update_run(run["id"], status="running", pid=run.get("pid") or os.getpid(),
                                   host=socket.gethostname(), started_at=now(),
                                   config=config_mod.to_dict(ctx.config))
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda signum, frame: ctx.request_stop())
+    previous = _stop_on_signals(ctx)
     plugins.pm.hook.run_started(run=ctx.run)
     status, error = "failed", None
     try:
         ctx.stage.run(ctx)
-        status = "cancelled" if ctx.should_stop() else "succeeded"
+        status, error = (ctx._stop_status, ctx._stop_reason) if ctx.should_stop() else ("succeeded", None)
     except AdaptrError as exc:
         error = str(exc)
         raise
@@ -440,7 +467,8 @@ def execute(ctx: StageContext, run: dict) -> dict:
             status = "cancelled"
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         ctx.run = registry.update_run(run["id"], status=status, error=error, ended_at=now())
         plugins.pm.hook.run_ended(run=ctx.run)
     return ctx.run
@@ -449,6 +477,32 @@ def execute(ctx: StageContext, run: dict) -> dict:
 def _execute_other_rank(ctx: StageContext, run: dict) -> dict:
     """Ranks other than 0 train alongside rank 0 but never write to the registry."""
     ctx.run = run
-    signal.signal(signal.SIGTERM, lambda signum, frame: ctx.request_stop())
+    _stop_on_signals(ctx)
     ctx.stage.run(ctx)
     return run
+
+
+PREEMPT_PREFIX = "asked to stop before its time limit or a preemption (SIGUSR1)"
+PREEMPT_REASON = PREEMPT_PREFIX + ": saved a checkpoint"
+TERM_REASON = "stopped by its scheduler (SIGTERM: a requeue, a preemption or scancel): saved a checkpoint"
+CANCEL_MARKER = "cancel-requested"
+"""Written into the run directory by ``adaptr cancel`` before it signals a run whose executor set
+``ADAPTR_TERM_INTERRUPTS=1``: there SIGTERM without it comes from the scheduler, and ends the run
+``interrupted`` (resumable), not ``cancelled``."""
+
+
+def _stop_on_signals(ctx: StageContext) -> dict:
+    """SIGTERM (``adaptr cancel``) stops the run as cancelled; SIGUSR1 (a scheduler's warning
+    before a time limit or preemption, e.g. SLURM's ``--signal=USR1@90``) as interrupted, to be
+    resumed. Both save a checkpoint first. Returns the handlers they replaced."""
+    previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM),
+                signal.SIGUSR1: signal.getsignal(signal.SIGUSR1)}
+    def on_term(signum, frame):
+        if os.environ.get("ADAPTR_TERM_INTERRUPTS") == "1" and not (ctx.run_dir / CANCEL_MARKER).exists():
+            ctx.request_stop("interrupted", TERM_REASON)
+        else:
+            ctx.request_stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: ctx.request_stop("interrupted", PREEMPT_REASON))
+    return previous

@@ -86,28 +86,28 @@ CREATE TABLE aliases (
 CREATE INDEX aliases_adapter ON aliases(adapter_id);
 
 CREATE TABLE runs (
-    id TEXT PRIMARY KEY,
-    stage TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN
-        ('queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled')),
-    executor TEXT NOT NULL DEFAULT 'local',
-    request TEXT NOT NULL DEFAULT '{}',
-    config TEXT NOT NULL DEFAULT '{}',
-    run_dir TEXT NOT NULL,
-    pid INTEGER,
-    host TEXT,
-    gpus TEXT,
-    progress_step INTEGER NOT NULL DEFAULT 0,
-    progress_total INTEGER,
-    output_kind TEXT,
-    output_id INTEGER REFERENCES nodes(id) ON DELETE SET NULL,
-    resumed_from_run TEXT REFERENCES runs(id),
-    resumed_from_step INTEGER,
-    error TEXT,
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    ended_at TEXT
-);
+            id TEXT PRIMARY KEY,
+            stage TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN
+                ('queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled')),
+            executor TEXT NOT NULL DEFAULT 'local',
+            request TEXT NOT NULL DEFAULT '{}',
+            config TEXT NOT NULL DEFAULT '{}',
+            run_dir TEXT NOT NULL,
+            pid INTEGER,
+            host TEXT,
+            gpus TEXT,
+            progress_step INTEGER NOT NULL DEFAULT 0,
+            progress_total INTEGER,
+            output_kind TEXT,
+            output_id INTEGER REFERENCES nodes(id) ON DELETE SET NULL,
+            resumed_from_run TEXT REFERENCES runs(id),
+            resumed_from_step INTEGER,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            ended_at TEXT
+        , job_id TEXT);
 
 CREATE INDEX runs_status ON runs(status);
 

@@ -44,7 +44,7 @@ def _submodules() -> set[str]:
 
 def test_the_public_modules_are_the_documented_ones():
     assert public_modules() == {"adaptr", "adaptr.trl_stage", "adaptr.merging", "adaptr.records", "adaptr.config",
-                                "adaptr.store", "adaptr.peftdir", "adaptr.serving", "adaptr.plugins", "adaptr.cli"}
+                                "adaptr.store", "adaptr.peftdir", "adaptr.serving", "adaptr.jobs", "adaptr.plugins", "adaptr.cli"}
     assert len(FILES) > 10 and any("adaptr_grpo" in str(p) for p in FILES)
 
 

@@ -13,7 +13,7 @@ from .common import State, echo_err, echo_json, pass_state
 
 RUN_FIELDS = ("id", "stage", "status", "progress_step", "progress_total", "output_ref", "executor",
               "gpus", "pid", "host", "resumed_from_run", "resumed_from_step", "error",
-              "created_at", "started_at", "ended_at", "run_dir")
+              "created_at", "started_at", "ended_at", "run_dir", "job_id")
 
 
 def run_json(run: dict) -> dict:

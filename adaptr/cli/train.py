@@ -40,6 +40,11 @@ def trainable_stages() -> dict:
     return {name: s for name, s in plugins.stages().items() if s.command == "train"}
 
 
+# executor option key -> the command's parameter (the slurm executor's options; others refuse them)
+_SCHEDULER_OPTIONS = {"nodes": "nodes", "gpus_per_node": "gpus_per_node", "time": "time_limit",
+                      "partition": "partition", "account": "account", "qos": "qos", "profile": "profile"}
+
+
 def _common_options(func):
     options = [
         click.option("--base", help="Base model name to train a new adapter on."),
@@ -62,6 +67,14 @@ def _common_options(func):
         click.option("--gpus", help="GPU devices for a detached run, e.g. 0,1."),
         click.option("--executor", default=None, help="Executor for a detached run (default: local)."),
         click.option("--processes", type=int, help="Processes for a multi-process executor (accelerate)."),
+        click.option("--nodes", type=int, help="Nodes for --executor slurm."),
+        click.option("--gpus-per-node", type=int, help="GPUs per node for --executor slurm (one rank each)."),
+        click.option("--time", "time_limit", metavar="TIME", help="SLURM time limit, e.g. 4:00:00 (--executor slurm)."),
+        click.option("--partition", help="SLURM partition (--executor slurm)."),
+        click.option("--account", help="SLURM account (--executor slurm)."),
+        click.option("--qos", help="SLURM quality of service (--executor slurm)."),
+        click.option("--profile", metavar="NAME", help="SLURM profile from slurm.yaml beside the registry or "
+                                                       "in ~/.config/adaptr (--executor slurm)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -98,7 +111,7 @@ def build_stage_command(stage) -> click.Command:
     config_fields = config_mod.shown_fields(stage.config_class)
     reserved = {"base", "parent", "mode", "data", "eval_data", "eval_fraction", "name", "config_file",
                 "sets", "quantize", "save_steps", "as_json", "dry_run", "detach", "gpus", "executor",
-                "processes"}
+                "processes", *_SCHEDULER_OPTIONS.values()}
 
     @pass_state
     def command(state, **params):
@@ -158,7 +171,7 @@ def run_train(state, stage, params: dict, field_values: dict) -> None:
     if params.get("dry_run"):
         _dry_run(stages.prepare(registry, request), params.get("as_json"))
         return
-    if any(params.get(k) for k in ("detach", "gpus", "executor", "processes")):
+    if any(params.get(k) for k in ("detach", "gpus", "executor", "processes", *_SCHEDULER_OPTIONS.values())):
         _submit(registry, request, params)
         return
     reporter = RichReporter()
@@ -181,6 +194,8 @@ def _submit(registry, request: StageRequest, params: dict) -> None:
         raise UsageError("--detach needs adaptr's job support, which is not installed",
                          "run in the foreground (drop --detach)") from None
     options = {"processes": params["processes"]} if params.get("processes") else {}
+    options.update({key: params[param] for key, param in _SCHEDULER_OPTIONS.items()
+                    if params.get(param) is not None})
     run = jobs.submit(registry, request, executor=params.get("executor") or "local",
                       gpus=params.get("gpus"), options=options)
     if params.get("as_json"):

@@ -60,11 +60,11 @@ def poll_runs(db_path: Path, tail_run_id: str | None, limit: int = 500,
 
 
 def submit(db_path: Path, request: StageRequest, *, executor: str = "local",
-           gpus: str | None = None) -> dict:
+           gpus: str | None = None, options: dict | None = None) -> dict:
     """Start a detached run; raises AdaptrError for bad input (the stage's checks run first)."""
     jobs = jobs_module()
     with Registry(db_path) as registry:
-        return jobs.submit(registry, request, executor=executor, gpus=gpus)
+        return jobs.submit(registry, request, executor=executor, gpus=gpus, options=options)
 
 
 def cancel(db_path: Path, run_id: str) -> dict | None:

@@ -104,7 +104,7 @@ def test_a_failing_stage_ends_failed_with_its_error(loop_registry, tmp_path):
 
 
 @pytest.mark.parametrize("change, error", [
-    ({"executor": "slurm"}, NotFoundError),
+    ({"executor": "nosuch"}, NotFoundError),
     ({"gpus": "0,x"}, UsageError),
     ({"gpus": "1,1"}, UsageError),
     ({"options": {"processes": 2}}, UsageError),

@@ -108,6 +108,8 @@ class LaunchScreen(ModalScreen[dict | None]):
                                            allow_blank=False, id="f-executor"), "how the run is started")
         yield from _row("gpus", Select(self._gpu_options(), value="", allow_blank=False, id="f-gpus"),
                         "which devices the run may use")
+        yield from _row("profile", Input(placeholder="SLURM profile (default: `default`, if any)", id="f-profile"),
+                        "a profile from slurm.yaml beside the registry or in ~/.config/adaptr (docs/slurm.md)")
 
     def _executor(self) -> str:
         return "local" if "local" in self.executors else (self.executors[0] if self.executors else "")
@@ -120,6 +122,7 @@ class LaunchScreen(ModalScreen[dict | None]):
         return options
 
     async def on_mount(self) -> None:
+        self._show_executor_options()
         await self._build_config_fields()
         stage = self.stages.get(self.stage_name)
         if not (self.prefill.parent or self.prefill.base):
@@ -173,6 +176,16 @@ class LaunchScreen(ModalScreen[dict | None]):
         widget = self.query_one(f"#cfg-{name}")
         widget.value = value if isinstance(widget, Checkbox) else _as_form_value(value)
 
+    @on(Select.Changed, "#f-executor")
+    def _show_executor_options(self, event: Select.Changed | None = None) -> None:
+        """The profile row only for the slurm executor."""
+        self.query_one("#f-profile").parent.display = self.query_one("#f-executor", Select).value == "slurm"
+
+    def executor_options(self) -> dict:
+        """Options for the chosen executor (the slurm profile), as `adaptr train --profile` passes them."""
+        profile = self.query_one("#f-profile", Input).value.strip()
+        return {"profile": profile} if profile and self.query_one("#f-executor", Select).value == "slurm" else {}
+
     def _show_inputs_for(self, stage) -> None:
         """Hide the inputs a stage does not take (data for merge, base for parent-only stages)."""
         for selector in ("#f-data", "#f-eval-data"):
@@ -220,7 +233,7 @@ class LaunchScreen(ModalScreen[dict | None]):
         button.disabled = True
         button.label = "Launching…"
         self.run_worker(partial(backend.submit, self.app.registry.db_path, request,
-                                executor=executor, gpus=gpus),
+                                executor=executor, gpus=gpus, options=self.executor_options()),
                         thread=True, exit_on_error=False, group="submit", name="submit")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:

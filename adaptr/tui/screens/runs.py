@@ -91,8 +91,8 @@ class RunsScreen(Screen):
         else:
             self._update_changed(table, snapshot.runs)
         if not snapshot.runs:
-            self.query_one("#run-info", Static).update(
-                Text("no runs yet: press n to launch one", style="dim"))
+            for info in self.query("#run-info"):  # absent while the screen is still being composed
+                info.update(Text("no runs yet: press n to launch one", style="dim"))
         if self.selected_id in self.runs:
             self._show(self.runs[self.selected_id])
             if snapshot.tail_run_id == self.selected_id:
