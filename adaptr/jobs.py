@@ -22,10 +22,11 @@ from typing import IO
 
 from . import plugins, stages
 from .errors import AdaptrError, ConflictError, MachineError, UsageError
+from .entities import ACTIVE_STATUSES, RunStatus
 from .registry import Registry, now
 from .stages import PREEMPT_PREFIX, PREEMPT_REASON, StageRequest  # noqa: F401  (PREEMPT_*: for executors)
 
-ACTIVE = ("queued", "running")
+ACTIVE = ACTIVE_STATUSES  # queued, running
 LOG_NAME = "run.log"
 JOB_FILE = "job.json"  # how a detached run was started: executor, options, argv
 POLL_S = 0.5
@@ -184,7 +185,7 @@ def work(registry: Registry, run_id: str) -> dict | None:
     try:
         ctx = stages.prepare(registry, request, run=run)
     except AdaptrError as exc:  # e.g. the data file changed while the run was queued
-        _end_if_active(registry, run_id, "failed", str(exc))
+        registry.end_run(run_id, RunStatus.FAILED, str(exc))
         raise
     if stop.requested:
         ctx.request_stop(*stop.ending("before training began"))
@@ -232,16 +233,15 @@ def _claim(registry: Registry, run: dict, stop: "_StopFlag") -> dict | None:
     announced = False
     while True:
         refresh(registry)
-        with registry.write() as db:
-            status = db.execute("SELECT status FROM runs WHERE id = ?", [run["id"]]).fetchone()[0]
-            if status != "queued":
+        with registry.write():
+            if registry.run(run["id"])["status"] != RunStatus.QUEUED:
                 return None
             if stop.requested:
-                _set_ended(db, run["id"], *stop.ending("while queued"))
+                registry.end_run(run["id"], *stop.ending("while queued"))
                 return None
             holder = _gpu_holder(registry, run)
             if holder is None:
-                db.execute("UPDATE runs SET status = 'running' WHERE id = ?", [run["id"]])
+                registry.start_queued_run(run["id"])
                 return registry.run(run["id"])
         if not announced:
             print(f"[adaptr] waiting: GPUs {run['gpus']} are held by run {holder}", flush=True)
@@ -254,9 +254,7 @@ def _gpu_holder(registry: Registry, run: dict) -> str | None:
     if not run["gpus"]:
         return None
     wanted = set(run["gpus"].split(","))
-    others = registry.query(
-        "SELECT id, status, gpus, host, created_at FROM runs WHERE status IN ('queued', 'running') "
-        "AND gpus IS NOT NULL AND id != ? ORDER BY created_at, id", [run["id"]])
+    others = [r for r in registry.active_runs() if r["gpus"] and r["id"] != run["id"]]
     for other in others:
         if other["host"] not in (None, socket.gethostname()) or not wanted & set(other["gpus"].split(",")):
             continue
@@ -302,9 +300,7 @@ def refresh(registry: Registry) -> list[str]:
     """
     host = socket.gethostname()
     marked = []
-    rows = registry.query("SELECT id, pid, host, created_at, executor, job_id FROM runs "
-                          "WHERE status IN ('queued', 'running')")
-    for row in rows:
+    for row in registry.active_runs():
         polled = _poll(registry, row)
         if polled is not None:  # the executor's scheduler knows the run
             if polled is False:
@@ -314,9 +310,8 @@ def refresh(registry: Registry) -> list[str]:
             continue
         else:
             status, error = "interrupted", "its process ended without recording an end (killed, or the machine stopped)"
-        with registry.write() as db:
-            if _set_ended(db, row["id"], status, error):
-                marked.append(row["id"])
+        if registry.end_run(row["id"], status, error):
+            marked.append(row["id"])
     return marked
 
 
@@ -349,18 +344,6 @@ def _process_alive(row: dict) -> bool:
 
 def _timestamp(iso: str) -> float:
     return dt.datetime.fromisoformat(iso).timestamp()
-
-
-def _set_ended(db, run_id: str, status: str, error: str | None) -> bool:
-    """End a run that is still queued or running (inside a write transaction)."""
-    cur = db.execute("UPDATE runs SET status = ?, error = ?, ended_at = ? "
-                     "WHERE id = ? AND status IN ('queued', 'running')", [status, error, now(), run_id])
-    return cur.rowcount == 1
-
-
-def _end_if_active(registry: Registry, run_id: str, status: str, error: str | None) -> None:
-    with registry.write() as db:
-        _set_ended(db, run_id, status, error)
 
 
 def wait(registry: Registry, run_id: str, timeout: float | None = None) -> dict:

@@ -857,6 +857,31 @@ class Registry:
         return Run(**{k: row[k] for k in _RUN_COLUMNS}, run_dir=str(self.store.absolute(row["run_dir"])),
                    request=_json(row["request"]), config=_json(row["config"]), output_ref=output_ref)
 
+    def active_runs(self) -> list[dict]:
+        """The queued and running runs (``id, status, pid, host, gpus, executor, job_id,
+        created_at``), oldest first."""
+        marks = ",".join("?" * len(ACTIVE_STATUSES))
+        return self.query(f"SELECT id, status, pid, host, gpus, executor, job_id, created_at FROM runs "
+                          f"WHERE status IN ({marks}) ORDER BY created_at, id", list(ACTIVE_STATUSES))
+
+    def end_run(self, run_id: str, status: str, error: str | None, *,
+                only_from: tuple[str, ...] = ACTIVE_STATUSES) -> bool:
+        """End a run that is still in one of ``only_from`` (queued or running): one compare-and-set,
+        so of two processes ending it (a watcher and the run itself) only the first counts."""
+        marks = ",".join("?" * len(only_from))
+        with self.write() as db:
+            cur = db.execute(f"UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ? "
+                             f"AND status IN ({marks})",
+                             [str(status), error, now(), run_id, *map(str, only_from)])
+        return cur.rowcount == 1
+
+    def start_queued_run(self, run_id: str) -> bool:
+        """Mark a queued run running; False if it is no longer queued (cancelled meanwhile)."""
+        with self.write() as db:
+            cur = db.execute("UPDATE runs SET status = ? WHERE id = ? AND status = ?",
+                             [RunStatus.RUNNING.value, run_id, RunStatus.QUEUED.value])
+        return cur.rowcount == 1
+
     def update_run(self, run_id: str, **fields: Any) -> dict:
         for key in ("request", "config"):
             if key in fields and not isinstance(fields[key], str):

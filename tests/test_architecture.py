@@ -66,3 +66,22 @@ def test_the_tui_does_not_import_the_cli_at_module_level():
     offenders = [f"{_rel(p)}:{line} imports {module}" for p in _sources("adaptr/tui")
                  for line, module in _imports(p, top_level_only=True) if module.startswith("adaptr.cli")]
     assert offenders == []
+
+
+def test_no_run_status_literal_in_sql_outside_the_registry():
+    """Run statuses are adaptr.entities.RunStatus; SQL naming one lives in registry.py (and the
+    migrations that created the column)."""
+    import re
+
+    from adaptr.entities import RunStatus
+
+    literal = re.compile(r"'(%s)'" % "|".join(s.value for s in RunStatus))
+    offenders = []
+    for path in _sources("adaptr", "plugins"):
+        if _rel(path) in ("adaptr/registry.py", "adaptr/migrations.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and re.search(r"\b(SELECT|UPDATE|INSERT|DELETE)\b", node.value) and literal.search(node.value)):
+                offenders.append(f"{_rel(path)}:{node.lineno}")
+    assert offenders == []

@@ -208,3 +208,21 @@ def test_runs_checkpoints_metrics(reg, tmp_path):
     ckpt = reg.record_checkpoint(run["id"], 2, reg.root / "runs" / run["id"] / "checkpoints" / "step-2", "ab")
     assert reg.checkpoints(run["id"])[0]["path"] == ckpt["path"]
     assert reg.update_run(run["id"], status="succeeded")["status"] == "succeeded"
+
+
+def test_ending_a_run_is_one_compare_and_set(registry):
+    """Of two processes ending one run (a watcher that saw its process gone, the run itself), only
+    the first counts; a run that is no longer queued is not started."""
+    from adaptr import RunStatus
+
+    run = registry.create_run(stage="sft", request={}, config={}, status="queued")
+    assert registry.start_queued_run(run["id"]) is True
+    assert registry.start_queued_run(run["id"]) is False  # running now: not queued any more
+    assert registry.end_run(run["id"], RunStatus.INTERRUPTED, "its process is gone") is True
+    assert registry.end_run(run["id"], RunStatus.SUCCEEDED, None) is False
+    ended = registry.run(run["id"])
+    assert (ended["status"], ended["error"]) == ("interrupted", "its process is gone") and ended["ended_at"]
+    assert [r["id"] for r in registry.active_runs()] == []
+    other = registry.create_run(stage="sft", request={}, config={}, status="running")
+    assert registry.end_run(other["id"], RunStatus.FAILED, "x", only_from=(RunStatus.QUEUED,)) is False
+    assert [r["id"] for r in registry.active_runs()] == [other["id"]]

@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import sys
 
-from adaptr import AdaptrError, Registry, jobs
+from adaptr import ACTIVE_STATUSES, AdaptrError, Registry, RunStatus, jobs
 
 from . import executor as slurm
 
-_RESUMABLE_WHEN_REQUEUED = ("interrupted", "queued", "running")
+_RESUMABLE_WHEN_REQUEUED = (RunStatus.INTERRUPTED, *ACTIVE_STATUSES)
 
 
 def newest_of_chain(registry: Registry, run_id: str) -> dict:
@@ -71,9 +71,9 @@ def begin(registry: Registry, run_id: str) -> str | None:
         print(f"[adaptr] run {run['id']} has ended ({run['status']}); nothing to do", file=sys.stderr)
         return None
     if run["status"] == "running":  # requeued without warning: its worker is gone
-        with registry.write() as db:
-            db.execute("UPDATE runs SET status = 'interrupted', ended_at = ?, error = ? WHERE id = ? AND status = 'running'",
-                       [jobs.now(), f"its SLURM job {job_id} was requeued before the run recorded an end", run["id"]])
+        registry.end_run(run["id"], RunStatus.INTERRUPTED,
+                         f"its SLURM job {job_id} was requeued before the run recorded an end",
+                         only_from=(RunStatus.RUNNING,))
     resumed = record_continuation(registry, registry.run(run["id"]), job_id)
     print(f"[adaptr] SLURM job {job_id} restarted: run {resumed['id']} resumes run {run['id']}", file=sys.stderr)
     return resumed["id"]
@@ -82,7 +82,7 @@ def begin(registry: Registry, run_id: str) -> str | None:
 def end(registry: Registry, run_id: str, step_status: int = 0) -> int:
     run = registry.run(run_id)
     job_id = os.environ.get("SLURM_JOB_ID", "")
-    if run["status"] in ("queued", "running"):  # its worker died before it could record an end
+    if run["status"] in ACTIVE_STATUSES:  # its worker died before it could record an end
         if step_status in (137, 9):  # SIGKILL (the OOM killer, a node agent): resumable
             status, error = "interrupted", f"its process in SLURM job {job_id} was killed before recording an end"
         else:
@@ -91,9 +91,7 @@ def end(registry: Registry, run_id: str, step_status: int = 0) -> int:
             last = [line.strip() for line in jobs.tail(run, 5) if line.strip()]
             if last:
                 error += "; log: " + " | ".join(last)
-        with registry.write() as db:
-            db.execute("UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ? "
-                       "AND status IN ('queued', 'running')", [status, jobs.now(), error, run_id])
+        registry.end_run(run_id, status, error)
         return 0
     if run["status"] != "interrupted" or not (run["error"] or "").startswith(jobs.PREEMPT_PREFIX):
         return 0
