@@ -32,6 +32,8 @@ AUDIT = """
 import json, os, sys
 if os.environ.get("SLURM_JOB_ID") and os.environ.get("ADAPTR_TEST_OPEN_LOG"):
     _fd = os.open(os.environ["ADAPTR_TEST_OPEN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    with open("/proc/self/cmdline", "rb") as _cmd:
+        os.write(_fd, (json.dumps([os.getpid(), "argv", _cmd.read().replace(b"\\0", b" ").decode()]) + "\\n").encode())
     def _hook(event, args, _fd=_fd, _write=os.write, _dumps=json.dumps, _pid=os.getpid):
         if event in ("open", "sqlite3.connect") and args and isinstance(args[0], (str, bytes, os.PathLike)):
             _write(_fd, (_dumps([_pid(), event, os.fsdecode(args[0])]) + "\\n").encode())
@@ -77,10 +79,14 @@ def test_sft_through_slurm_stopped_by_usr1_requeued_and_resumed_equals_an_uninte
     want, have = _adapter(registry, reference["output_ref"]), _adapter(registry, final["output_ref"])
     assert want.keys() == have.keys() and all((want[k] == have[k]).all() for k in want)
 
+    wait_until(lambda: subprocess.run(["squeue", "-h", "--states=all", "-j", run["job_id"], "-o", "%T"],
+                                      capture_output=True, text=True).stdout.strip() == "COMPLETED",
+               timeout=60, what="the job's last step (`end`)")
     seen = [json.loads(line) for line in opened.read_text().splitlines()]
     pids = {pid for pid, _, _ in seen}
     workers = {pid for pid, event, path in seen if event == "sqlite3.connect" and "registry-snapshot.db" in path}
-    assert len(workers) >= 6, seen  # begin, the worker and end, in both starts of the job: the hook ran there
+    started = [path for _, event, path in seen if event == "argv"]
+    assert len(workers) >= 6, started  # begin, the worker and end, in both starts of the job: the hook ran there
     assert [s for s in seen if Path(s[2]).name.startswith("adaptr.db")] == [], pids  # adaptr.db, -wal, -shm
     journal = Path(run["run_dir"]) / "journal.jsonl"
     ops = [json.loads(line)["op"] for line in journal.read_text().splitlines()]
