@@ -94,7 +94,7 @@ def ingest(registry: Registry) -> int:
             for entry, end in _entries(path, row["offset"]):
                 if entry is not None:
                     try:
-                        _apply(registry, entry)
+                        _apply(registry, entry, path.parent / PUBLISH_DIR)
                         applied += 1
                     except AdaptrError as exc:  # the host's state moved on (e.g. resumed meanwhile)
                         print(f"[adaptr] journal of run {row['run_id']}: {entry.get('op')} not applied: {exc}",
@@ -135,13 +135,17 @@ def _entries(path: Path, offset: int) -> Iterator[tuple[dict | None, int]]:
             yield None, position
 
 
-def _apply(registry: Registry, entry: dict) -> None:
-    """One journal entry, applied by the base class's methods (never journaled again)."""
+def _apply(registry: Registry, entry: dict, publish_dir: Path | None = None) -> None:
+    """One journal entry, applied by the base class's methods (never journaled again). A
+    publish takes only a directory in ``publish_dir`` (the journal's own ``publish/``)."""
     op, args, kwargs = entry["op"], list(entry.get("args", [])), dict(entry.get("kwargs", {}))
     if op == CLOSE:
         return
     if op in PUBLISHES:
         staged = Path(entry["staged"])
+        if publish_dir is None or not staged.resolve().is_relative_to(publish_dir.resolve()):
+            raise UsageError(f"a journal entry publishes {staged}, outside {publish_dir}",
+                             "only what the job moved into its run directory's publish/ is published")
         if not staged.exists():  # published by an earlier look
             return
         kwargs["parents"] = [tuple(p) for p in kwargs.get("parents") or ()]
@@ -191,6 +195,7 @@ class JournalRegistry(Registry):
         self.store = store_mod.ArtifactStore(self.root)
         self._offset = 0
         self._inside = 0
+        self._replaying = False
         self._catch_up()
 
     @classmethod
@@ -205,6 +210,25 @@ class JournalRegistry(Registry):
         self._catch_up()
         return super().query(sql, params)
 
+    @contextlib.contextmanager
+    def write(self):
+        """As :meth:`Registry.write`; replaying the journal in memory is allowed on every rank
+        (other ranks read what rank 0 wrote)."""
+        if not self._replaying:
+            with super().write() as db:
+                yield db
+            return
+        if self.conn.in_transaction:
+            yield self.db
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self.db
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
     def _catch_up(self) -> None:
         """Apply what other processes of the job (``begin``, rank 0, ``end``) journaled."""
         if self._inside:
@@ -215,6 +239,7 @@ class JournalRegistry(Registry):
         except FileNotFoundError:
             return
         self._inside += 1
+        self._replaying = True
         try:
             for entry, end in _entries(self.journal_path, self._offset):
                 if entry is not None and entry["op"] not in PUBLISHES:  # those rows are the host's
@@ -223,6 +248,7 @@ class JournalRegistry(Registry):
                 self._offset = end
         finally:
             self._inside -= 1
+            self._replaying = False
 
     def _append(self, entry: dict) -> None:
         line = (json.dumps(entry, default=_plain) + "\n").encode()

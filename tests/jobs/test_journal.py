@@ -4,6 +4,7 @@ set never opens adaptr.db (any attempt raises), and the host's next look ingests
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -58,3 +59,14 @@ def test_a_journaled_run_reaches_the_registry_on_the_next_look_and_only_once(loo
         registry.conn.execute('UPDATE run_journals SET "offset" = 0, open = 1')
     jobs.refresh(registry)
     assert dump_registry(registry.root) == after
+
+    # a journal can publish only what its job moved into its own publish/
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "adapter_model.safetensors").write_bytes(b"x")
+    entry = {"op": "publish_adapter", "staged": str(outside),
+             "kwargs": {"name": "rogue", "base": "toy", "stage": "testloop", "run_id": run["id"]}}
+    with open(registry.root / "runs" / run["id"] / journal.JOURNAL_NAME, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    jobs.refresh(registry)
+    assert outside.is_dir() and registry.query("SELECT id FROM adapters WHERE name = 'rogue'") == []
