@@ -34,6 +34,7 @@ def busy_timeout_ms() -> int:
 
 def open_existing(db_path: Path) -> sqlite3.Connection:
     """A connection to an existing registry file, after checking that it is one."""
+    _refuse_in_journal_process(db_path)
     if not db_path.is_file():
         raise NotFoundError(f"no registry at {db_path}", f"run `adaptr init {db_path.parent}` first")
     _check_header(db_path)
@@ -55,6 +56,7 @@ def create(db_path: Path) -> sqlite3.Connection:
     """
     from ._sqlite import Database
 
+    _refuse_in_journal_process(db_path)
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
     try:
         conn = sqlite3.connect(str(tmp))
@@ -67,6 +69,15 @@ def create(db_path: Path) -> sqlite3.Connection:
     finally:
         tmp.unlink(missing_ok=True)
     return open_existing(db_path)
+
+
+def _refuse_in_journal_process(db_path: Path) -> None:
+    """A process of a job on another host (``$ADAPTR_JOURNAL`` set) must never open adaptr.db:
+    SQLite's WAL needs locks and shared memory that network filesystems do not give."""
+    if os.environ.get("ADAPTR_JOURNAL"):
+        raise ConflictError(f"this process reports through the journal in {os.environ['ADAPTR_JOURNAL']} "
+                            f"and must not open {db_path}",
+                            "the registry's host ingests the journal; see docs/jobs.md")
 
 
 def _connect(db_path: Path) -> sqlite3.Connection:

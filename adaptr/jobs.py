@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import IO
 
-from . import plugins, stages
+from . import journal, plugins, stages
 from .errors import AdaptrError, ConflictError, MachineError, UsageError
 from .entities import ACTIVE_STATUSES, RunStatus
+from .journal import JournalRegistry  # noqa: F401  (for executors: a job's process on another host)
 from .registry import Registry, now
 from .stages import PREEMPT_PREFIX, PREEMPT_REASON, StageRequest  # noqa: F401  (PREEMPT_*: for executors)
 
@@ -110,6 +111,8 @@ def _launch(registry: Registry, run: dict, argv: list[str], executor: str, optio
     chosen = plugins.get_executor(executor)
     if chosen.launch is not None:  # a scheduler starts the process, somewhere
         try:
+            if chosen.journal:  # it reports through its run directory (adaptr/journal.py)
+                journal.prepare(registry, run)
             recorded = chosen.launch(run, options, env)
         except AdaptrError as exc:
             registry.update_run(run["id"], status="failed", error=f"could not start: {exc}", ended_at=now())
@@ -296,8 +299,13 @@ class _StopFlag:
 def refresh(registry: Registry) -> list[str]:
     """Mark queued or running runs of this host whose process is gone as interrupted.
 
-    Returns the ids it marked. Runs recorded by another host are left alone.
+    Returns the ids it marked. Runs recorded by another host are left alone. First it ingests
+    what runs on other hosts wrote into their journals since the last look (adaptr/journal.py);
+    a job's own process there (a :class:`adaptr.journal.JournalRegistry`) judges no run.
     """
+    if not registry.ingests:
+        return []
+    journal.ingest(registry)
     host = socket.gethostname()
     marked = []
     for row in registry.active_runs():

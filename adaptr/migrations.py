@@ -266,3 +266,12 @@ def m004_record_format_2(db):
 def m005_run_job_id(db):
     """Runs started through a scheduler (the ``slurm`` executor) record the scheduler's job id."""
     db.execute("ALTER TABLE runs ADD COLUMN job_id TEXT")
+
+
+@migration
+def m006_run_journals(db):
+    """Runs on other hosts (the ``slurm`` executor) report through a journal in their run
+    directory; the registry's host ingests it (adaptr/journal.py). ``offset`` is how far it has
+    been applied; ``open`` turns 0 once the job wrote its last entry."""
+    db.execute("CREATE TABLE run_journals (run_id TEXT PRIMARY KEY REFERENCES runs(id), "
+               "\"offset\" INTEGER NOT NULL DEFAULT 0, open INTEGER NOT NULL DEFAULT 1)")

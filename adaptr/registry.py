@@ -72,6 +72,10 @@ def _json(text: str | None) -> Any:
 class Registry:
     """A registry rooted at the directory that holds ``adaptr.db``."""
 
+    ingests = True
+    """Whether :func:`adaptr.jobs.refresh` ingests the journals of runs on other hosts here (the
+    registry's host); a :class:`adaptr.journal.JournalRegistry` (a compute node) does not."""
+
     def __init__(self, db_path: Path | str, *, _create: bool = False):
         """Open the registry at ``db_path``; only :meth:`init` creates one (``_create``)."""
         self.db_path = Path(db_path).resolve()
@@ -126,7 +130,16 @@ class Registry:
 
     @classmethod
     def discover(cls, explicit: str | os.PathLike | None = None, cwd: Path | None = None) -> "Registry":
-        """Open ``explicit``, else ``$ADAPTR_REGISTRY``, else the nearest ``registry/adaptr.db`` upwards."""
+        """Open ``explicit``, else ``$ADAPTR_REGISTRY``, else the nearest ``registry/adaptr.db`` upwards.
+
+        In a process of a job that reports through its journal (``$ADAPTR_JOURNAL``, set by the
+        slurm executor's batch script), a :class:`adaptr.journal.JournalRegistry`: adaptr.db is
+        never opened there.
+        """
+        from . import journal
+
+        if os.environ.get(journal.ENV):
+            return journal.JournalRegistry.from_env(explicit)
         path = cls.locate(explicit, cwd)
         if path is None:
             raise NotFoundError(
@@ -786,13 +799,16 @@ class Registry:
 
     def create_run(self, *, stage: str, request: dict, config: dict, executor: str = "local",
                    gpus: str | None = None, status: str = "queued", inputs: Iterable[int] = (),
-                   resumes: str | None = None) -> dict:
+                   resumes: str | None = None, run_id: str | None = None) -> dict:
         """Record a run, and the nodes it reads; with ``resumes``, claim that run.
 
         The claim is a compare-and-set in the same transaction: it fails unless the run is
         still resumable and no other run has claimed it, so two resumes never both go on.
+        ``run_id`` is given only when ingesting a run a job recorded in its journal (its
+        directory exists already).
         """
-        run_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+        given = run_id is not None
+        run_id = run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
         run_dir = self.root / "runs" / run_id
         with self.write():
             if resumes:
@@ -802,7 +818,7 @@ class Registry:
             if missing:
                 raise ConflictError("an input of this run was removed while it was being checked",
                                     "check the versions with `adaptr ls` and start it again")
-            run_dir.mkdir(parents=True)
+            run_dir.mkdir(parents=True, exist_ok=given)
             try:
                 self.db["runs"].insert({
                     "id": run_id, "stage": stage, "status": status, "executor": executor,
@@ -813,7 +829,8 @@ class Registry:
                 self.db["run_inputs"].insert_all(
                     [{"run_id": run_id, "node_id": n} for n in dict.fromkeys(inputs)])
             except BaseException:
-                run_dir.rmdir()
+                if not given:
+                    run_dir.rmdir()
                 raise
         return self.run(run_id)
 

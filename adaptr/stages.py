@@ -78,6 +78,11 @@ class Executor:
       for the run's process on this machine.
     - ``cancel(run)``: ask the run to checkpoint and stop (``adaptr cancel``).
 
+    ``journal=True``: the run's processes run on other hosts and must not open adaptr.db; they
+    report through a journal in the run directory, which ``jobs.refresh`` ingests on the
+    registry's host (adaptr/journal.py). Set ``ADAPTR_JOURNAL`` to the run directory in the
+    environment of every process of the job.
+
     ``resolve(registry, options)``, if given, returns the options completed from settings the
     user keeps elsewhere (a profile beside the registry); it runs before ``check``, and what it
     returns is what the run records and starts with.
@@ -92,6 +97,7 @@ class Executor:
     poll: Callable[[dict], tuple[str, str | None] | None] | None = None
     cancel: Callable[[dict], None] | None = None
     resolve: Callable[[Any, dict], dict] | None = None
+    journal: bool = False
 
 
 @dataclass

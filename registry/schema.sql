@@ -194,3 +194,5 @@ CREATE TABLE eval_outputs (
     score REAL,
     PRIMARY KEY (evaluation_id, position)
 );
+
+CREATE TABLE run_journals (run_id TEXT PRIMARY KEY REFERENCES runs(id), "offset" INTEGER NOT NULL DEFAULT 0, open INTEGER NOT NULL DEFAULT 1);

@@ -14,6 +14,6 @@ from .executor import cancel, check, launch, poll, resolve
 
 @hookimpl
 def register_executors(register):
-    register(Executor("slurm", None, check=check, launch=launch, poll=poll, cancel=cancel, resolve=resolve,
+    register(Executor("slurm", None, check=check, launch=launch, poll=poll, cancel=cancel, resolve=resolve, journal=True,
                       help="a SLURM batch job (sbatch; several nodes through srun), requeued and "
                            "resumed on a time-limit warning or preemption"))

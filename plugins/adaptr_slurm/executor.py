@@ -143,6 +143,7 @@ def batch_script(run: dict, options: dict, registry_root: str, python: str = sys
              "# the run from its newest checkpoint.",
              "set -uo pipefail",
              f"export ADAPTR_REGISTRY={shlex.quote(str(registry_root))}",
+             f"export ADAPTR_JOURNAL={shlex.quote(str(run_dir))}  # a journal, never adaptr.db (docs/jobs.md)",
              "export PYTHONUNBUFFERED=1",
              "export ADAPTR_TERM_INTERRUPTS=1  # SIGTERM without `adaptr cancel` is SLURM's: resumable",
              f"PYTHON={shlex.quote(python)}",

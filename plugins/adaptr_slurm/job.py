@@ -64,6 +64,9 @@ def record_continuation(registry: Registry, run: dict, job_id: str) -> dict:
 def begin(registry: Registry, run_id: str) -> str | None:
     job_id = os.environ.get("SLURM_JOB_ID", "")
     restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+    if job_id and registry.run(run_id)["job_id"] is None:
+        # the host records sbatch's answer only after the job's snapshot was taken
+        registry.update_run(run_id, job_id=job_id)
     run = newest_in_job(registry, run_id, job_id)
     if run["status"] == "queued":
         return run["id"]
@@ -80,6 +83,26 @@ def begin(registry: Registry, run_id: str) -> str | None:
 
 
 def end(registry: Registry, run_id: str, step_status: int = 0) -> int:
+    """After the job's step; 0 unless the requeue failed."""
+    try:
+        return _end(registry, run_id, step_status)
+    finally:
+        if registry.run(run_id)["status"] not in ACTIVE_STATUSES and not _requeued(registry, run_id):
+            _close_journal(registry)
+
+
+def _requeued(registry: Registry, run_id: str) -> bool:
+    """Whether a queued run of this job continues it (the job comes back)."""
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    return any(r["status"] == RunStatus.QUEUED and r["job_id"] == job_id for r in registry.active_runs())
+
+
+def _close_journal(registry: Registry) -> None:
+    if isinstance(registry, jobs.JournalRegistry):
+        registry.close_journal()
+
+
+def _end(registry: Registry, run_id: str, step_status: int) -> int:
     run = registry.run(run_id)
     job_id = os.environ.get("SLURM_JOB_ID", "")
     if run["status"] in ACTIVE_STATUSES:  # its worker died before it could record an end
@@ -115,6 +138,8 @@ def main(argv: list[str]) -> int:
             chosen = begin(registry, run_id)
             if chosen:
                 print(chosen)
+            else:  # the job exits: nothing more will be journaled
+                _close_journal(registry)
             return 0
         return end(registry, run_id, int(rest[0]) if rest and rest[0].isdigit() else 0)
     except AdaptrError as exc:

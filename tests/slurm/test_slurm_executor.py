@@ -30,7 +30,14 @@ def _submit(registry, *args) -> dict:
 def _chain_end(registry, run_id: str) -> dict:
     from adaptr_slurm.job import newest_of_chain
 
+    jobs.refresh(registry)  # the job reports through its journal: the host ingests it on a look
     return newest_of_chain(registry, run_id)
+
+
+def _looked(registry, run_id: str) -> dict:
+    """The run as the registry's host sees it after a look (`adaptr runs` does this)."""
+    jobs.refresh(registry)
+    return registry.run(run_id)
 
 
 def test_a_run_goes_through_sbatch_and_follows_the_scheduler(slurm_cluster, loop_registry, tmp_path):
@@ -40,7 +47,7 @@ def test_a_run_goes_through_sbatch_and_follows_the_scheduler(slurm_cluster, loop
     script = (tmp_path / "registry" / "runs" / run["id"] / "slurm.sbatch").read_text()
     assert "#SBATCH --signal=USR1@90" in script and "#SBATCH --requeue" in script
     followed = run_cli("logs", "-f", run["id"], registry=loop_registry, check=True)  # the job's output file
-    assert "published testloop-v1" in followed.stdout
+    assert "published testloop" in followed.stdout  # the job's line; the host numbers the version
     done = loop_registry.run(run["id"])
     assert done["status"] == "succeeded" and done["output_ref"] == "testloop-v1"
     assert [c["step"] for c in loop_registry.checkpoints(run["id"])] == [6, 3]
@@ -53,7 +60,7 @@ def test_a_run_goes_through_sbatch_and_follows_the_scheduler(slurm_cluster, loop
 
 def test_cancel_signals_the_job_which_checkpoints_and_ends_cancelled(slurm_cluster, loop_registry, tmp_path):
     run = _submit(loop_registry, *_loop_args(numbers_file(tmp_path), "--set", "steps=400", "--set", "sleep=0.05"))
-    wait_until(lambda: loop_registry.run(run["id"])["progress_step"] >= 3, timeout=90, what="progress")
+    wait_until(lambda: _looked(loop_registry, run["id"])["progress_step"] >= 3, timeout=90, what="progress")
     done = run_cli("cancel", "--wait", run["id"], registry=loop_registry)
     assert done.returncode == 0, done.stderr
     ended = loop_registry.run(run["id"])
@@ -85,7 +92,7 @@ def test_a_job_killed_outside_adaptr_ends_with_the_scheduler_state(slurm_cluster
     `end` does, naming the job. (`scancel --signal=KILL` would not do: SLURM turns it into a
     cancel, SIGTERM first, which the run handles.)"""
     run = _submit(loop_registry, *_loop_args(numbers_file(tmp_path), "--set", "steps=400", "--set", "sleep=0.05"))
-    wait_until(lambda: loop_registry.run(run["id"])["progress_step"] >= 2, timeout=90, what="progress")
+    wait_until(lambda: _looked(loop_registry, run["id"])["progress_step"] >= 2, timeout=90, what="progress")
     os.kill(loop_registry.run(run["id"])["pid"], signal.SIGKILL)  # the job runs on this host
     ended = jobs.wait(loop_registry, run["id"], timeout=60)
     assert ended["status"] == "interrupted" and f"SLURM job {run['job_id']} was killed" in ended["error"], ended["error"]
@@ -107,7 +114,7 @@ def test_usr1_saves_a_checkpoint_requeues_and_the_requeued_job_resumes(slurm_clu
     reference = _submit(loop_registry, *_loop_args(data, "--set", "steps=60", "--name", "ref"))
     assert jobs.wait(loop_registry, reference["id"], timeout=120)["status"] == "succeeded"
     run = _submit(loop_registry, *_loop_args(data, "--set", "steps=60", "--set", "sleep=0.1"))
-    wait_until(lambda: loop_registry.run(run["id"])["progress_step"] >= 5, timeout=90, what="progress")
+    wait_until(lambda: _looked(loop_registry, run["id"])["progress_step"] >= 5, timeout=90, what="progress")
     subprocess.run(["scancel", "--signal=USR1", run["job_id"]], check=True)  # what --signal=USR1@90 sends
     first = jobs.wait(loop_registry, run["id"], timeout=60)
     assert first["status"] == "interrupted" and "SIGUSR1" in first["error"], jobs.tail(first, 20)
@@ -170,7 +177,7 @@ def test_scontrol_requeue_mid_run_resumes_exactly_from_the_checkpoint_saved_on_s
     reference = _submit(loop_registry, *_loop_args(data, "--set", "steps=60", "--name", "ref"))
     assert jobs.wait(loop_registry, reference["id"], timeout=120)["status"] == "succeeded"
     run = _submit(loop_registry, *_loop_args(data, "--set", "steps=60", "--set", "sleep=0.1"))
-    wait_until(lambda: loop_registry.run(run["id"])["progress_step"] >= 5, timeout=90, what="progress")
+    wait_until(lambda: _looked(loop_registry, run["id"])["progress_step"] >= 5, timeout=90, what="progress")
     subprocess.run(["scontrol", "requeue", run["job_id"]], check=True)
     first = jobs.wait(loop_registry, run["id"], timeout=60)
     assert first["status"] == "interrupted" and "SIGTERM" in first["error"], (first["error"], jobs.tail(first, 20))
@@ -210,8 +217,6 @@ def test_the_time_limit_warning_from_slurm_itself_requeues_and_the_run_finishes_
     """No signal sent by the test: a one-minute time limit with the warning 20 s before it
     (SLURM checks in a coarse loop and may warn earlier). Each start trains until warned, saves,
     requeues; the chain finishes with the losses of an uninterrupted run."""
-    from adaptr_slurm.job import newest_of_chain
-
     (loop_registry.root / "slurm.yaml").write_text("short: {time: '1', signal_seconds: 20}\n")
     data = numbers_file(tmp_path)
     reference = _submit(loop_registry, *_loop_args(data, "--set", "steps=150", "--name", "ref"))
@@ -219,7 +224,7 @@ def test_the_time_limit_warning_from_slurm_itself_requeues_and_the_run_finishes_
     run = _submit(loop_registry, *_loop_args(data, "--set", "steps=150", "--set", "sleep=0.25",
                                              "--profile", "short"))
     assert "#SBATCH --signal=USR1@20" in (tmp_path / "registry" / "runs" / run["id"] / "slurm.sbatch").read_text()
-    final = wait_until(lambda: (r := newest_of_chain(loop_registry, run["id"]))["status"] not in jobs.ACTIVE
+    final = wait_until(lambda: (r := _chain_end(loop_registry, run["id"]))["status"] not in jobs.ACTIVE
                        and r["status"] != "interrupted" and r, timeout=400, what="the chain to finish")
     assert final["status"] == "succeeded", (final["error"], jobs.tail(final, 30))
     first = loop_registry.run(run["id"])
@@ -243,7 +248,7 @@ def test_runs_lists_slurm_runs_from_a_machine_without_slurm_leaving_them_as_they
     from pathlib import Path
 
     run = _submit(loop_registry, *_loop_args(numbers_file(tmp_path), "--set", "steps=400", "--set", "sleep=0.05"))
-    wait_until(lambda: loop_registry.run(run["id"])["status"] == "running", timeout=60, what="running")
+    wait_until(lambda: _looked(loop_registry, run["id"])["status"] == "running", timeout=60, what="running")
     listed = run_cli("runs", "--json", registry=loop_registry, env={"PATH": str(Path(sys.executable).parent)})
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)[0]["status"] == "running"
