@@ -13,6 +13,14 @@ cmd=${1:?usage: cluster.sh start|stop DIR}
 dir=$(realpath -m "${2:?usage: cluster.sh start|stop DIR}")
 
 stop() {
+  # Cancel what is still queued or running first: a job step (slurmstepd) outlives its slurmd.
+  if [[ -f $dir/slurmctld.pid && -f $dir/slurm.conf ]]; then
+    SLURM_CONF=$dir/slurm.conf scancel --full --quiet --user "$(id -un)" 2>/dev/null || true
+    for _ in $(seq 50); do
+      [[ -z $(SLURM_CONF=$dir/slurm.conf squeue --noheader 2>/dev/null) ]] && break
+      sleep 0.1
+    done
+  fi
   for name in slurmd slurmctld munged; do
     if [[ -f $dir/$name.pid ]]; then
       pid=$(cat "$dir/$name.pid")
