@@ -14,7 +14,7 @@ outside plugin would not (a test checks it; docs/architecture.md).
 
 from __future__ import annotations
 
-from . import config, jobs, plugins, records, store
+from . import config, plugins, records, store  # adaptr.jobs loads when first imported
 from .entities import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunStatus
 from .errors import AdaptrError, ConflictError, IntegrityError, MachineError, NotFoundError, UsageError
 from .evals import EvalJob, EvalTarget, Evaluator

@@ -10,7 +10,6 @@ before any model loads.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib
 import importlib.util
@@ -211,6 +210,8 @@ def call_once(reward: Reward, rows: list[dict], row_numbers: list[int], path, to
                           trainer_state=TrainerState(), log_extra=lambda *a, **k: None,
                           log_metric=lambda *a, **k: None, **columns)
         if inspect.isawaitable(out):
+            import asyncio  # only for an async reward function (asyncio costs ~20 ms to import)
+
             out = asyncio.run(_awaited(out))
     except Exception as exc:  # whatever the user's function raises
         raise UsageError(f"reward {reward.name!r} raised {type(exc).__name__}: {' '.join(str(exc).split())[:200]} "
