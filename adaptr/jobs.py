@@ -25,7 +25,7 @@ from .errors import AdaptrError, ConflictError, MachineError, UsageError
 from .entities import ACTIVE_STATUSES, RunStatus
 from .journal import JournalRegistry  # noqa: F401  (for executors: a job's process on another host)
 from .registry import Registry, now
-from .stages import PREEMPT_PREFIX, PREEMPT_REASON, StageRequest  # noqa: F401  (PREEMPT_*: for executors)
+from .stages import PREEMPT_PREFIX, StageRequest
 
 ACTIVE = ACTIVE_STATUSES  # queued, running
 LOG_NAME = "run.log"

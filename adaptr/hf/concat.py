@@ -29,7 +29,7 @@ from ..errors import UsageError
 from ..peftdir import PEFT_PREFIX
 from ..safetensors_meta import read_header
 from ..store import CONFIG_FILE, WEIGHTS_FILE
-from .merge import check_lora_config, group_adapter_keys, lora_scale
+from .merge import group_adapter_keys, lora_scale, read_adapter_config
 
 _NOT_ONE = "export it as layers (without --one-adapter/--target) or as one model with --merged"
 
@@ -59,16 +59,6 @@ class OneAdapterPlan:
         return {module: 1.0 for module in self.modules}
 
 
-def read_config(adapter_dir: Path, label: str) -> dict:
-    try:
-        config = json.loads((Path(adapter_dir) / CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{label}: cannot read {CONFIG_FILE} ({exc})".replace("\n", " "),
-                         "check the version with `adaptr verify`") from None
-    check_lora_config(config, label)
-    return config
-
-
 def plan_one_adapter(adapter_dirs: list[Path], labels: list[str],
                      base_modules: set[str] | None = None) -> OneAdapterPlan:
     """Check that the chain (parent first) adds up to one LoRA and list the pieces; no writes.
@@ -79,7 +69,7 @@ def plan_one_adapter(adapter_dirs: list[Path], labels: list[str],
     plan = OneAdapterPlan([Path(d) for d in adapter_dirs], list(labels), {})
     configs = []
     for index, (adapter_dir, label) in enumerate(zip(plan.adapter_dirs, plan.labels)):
-        config = read_config(adapter_dir, label)
+        config = read_adapter_config(adapter_dir, label)
         configs.append(config)
         header = read_header(adapter_dir / WEIGHTS_FILE)
         modules, full = group_adapter_keys(header, label)

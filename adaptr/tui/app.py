@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from ..entities import ACTIVE_STATUSES, RESUMABLE_STATUSES
 from ..errors import AdaptrError, ConflictError, IntegrityError, MachineError, NotFoundError, UsageError
 from ..registry import Registry
 from . import backend
@@ -123,7 +124,7 @@ class AdaptrApp(App):
 
     def _tick(self) -> None:
         self._ticks += 1
-        active = any(s in backend.ACTIVE_STATUSES for s in self._run_status.values())
+        active = any(s in ACTIVE_STATUSES for s in self._run_status.values())
         if active or isinstance(self.active_screen, RunsScreen) or self._ticks % IDLE_POLL_EVERY == 0:
             self.poll_runs_now()
 
@@ -150,7 +151,7 @@ class AdaptrApp(App):
         for run in runs:
             before = self._run_status.get(run["id"])
             self._run_status[run["id"]] = run["status"]
-            if before is None or before == run["status"] or run["status"] in backend.ACTIVE_STATUSES:
+            if before is None or before == run["status"] or run["status"] in ACTIVE_STATUSES:
                 continue
             if run["status"] == "succeeded":
                 output = f": published {run['output_ref']}" if run.get("output_ref") else ""
@@ -290,7 +291,7 @@ class AdaptrApp(App):
     def action_cancel_run(self) -> None:
         screen = self.screen
         run = screen.selected_run if isinstance(screen, RunsScreen) else None
-        if run is None or run["status"] not in backend.ACTIVE_STATUSES:
+        if run is None or run["status"] not in ACTIVE_STATUSES:
             self.notify("select a queued or running run in the Runs view to cancel it", severity="warning")
             return
         self.push_screen(
@@ -302,7 +303,7 @@ class AdaptrApp(App):
     def action_resume_run(self) -> None:
         screen = self.screen
         run = screen.selected_run if isinstance(screen, RunsScreen) else None
-        if run is None or run["status"] not in backend.RESUMABLE_STATUSES:
+        if run is None or run["status"] not in RESUMABLE_STATUSES:
             self.notify("select an interrupted, cancelled or failed run in the Runs view to resume it",
                         severity="warning")
             return

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import click
 
-from ..entities import ACTIVE_STATUSES, RESUMABLE_STATUSES  # noqa: F401 (the screens import them from here)
 from ..errors import MachineError, UsageError
 from ..registry import Registry
 from ..stages import StageRequest

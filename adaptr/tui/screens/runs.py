@@ -15,8 +15,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Log, ProgressBar, Static
 from textual.widgets.data_table import RowDoesNotExist
 
+from ...entities import ACTIVE_STATUSES
 from .. import data
-from ..backend import ACTIVE_STATUSES, RunsSnapshot
+from ..backend import RunsSnapshot
 from ..widgets.footer import KeyFooter
 from ..widgets.detail import kv_table
 
